@@ -1,0 +1,114 @@
+//! Typed errors that tell a protection failure and an unreachable destination apart from
+//! ordinary I/O errors.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// What went wrong when making, protecting or using a guarded socket.
+///
+/// Match on the variants: [`Error::Protection`] is fatal for that socket (drop it),
+/// [`Error::HostUnreachable`] means the datagram or connection was refused because no path
+/// outside the tunnel exists (fail closed: nothing was sent), and [`Error::Io`] is everything
+/// the operating system reported otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket could not be protected from the tunnel. It was never used and must be
+    /// dropped.
+    #[error(transparent)]
+    Protection(#[from] ProtectionError),
+    /// No route outside the tunnel leads to `destination`; the datagram or connection attempt
+    /// was dropped rather than sent unprotected.
+    #[error("no route to {destination} outside the tunnel: dropped, not sent")]
+    HostUnreachable {
+        /// Where the datagram or connection was going.
+        destination: SocketAddr,
+    },
+    /// The operating system reported an error that is not about protection.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Whether the socket that returned this error can no longer be used.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Protection(_))
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the typed error inside, so `io::Error::get_ref` and `downcast` recover it.
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io(e) => e,
+            Error::HostUnreachable { .. } => io::Error::new(io::ErrorKind::HostUnreachable, e),
+            Error::Protection(_) => io::Error::new(io::ErrorKind::PermissionDenied, e),
+        }
+    }
+}
+
+/// A socket could not be protected: the step that failed, the OS error, and what would fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot protect socket from the tunnel: {step} failed: {source}{}", hint_suffix(.hint))]
+pub struct ProtectionError {
+    step: &'static str,
+    #[source]
+    source: io::Error,
+    hint: Option<&'static str>,
+}
+
+fn hint_suffix(hint: &Option<&'static str>) -> String {
+    hint.map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+impl ProtectionError {
+    /// A failed protection `step` (for example `"setsockopt(SO_MARK)"`) with the OS error and
+    /// an optional hint naming what is missing (for example a capability).
+    pub fn new(step: &'static str, source: io::Error, hint: Option<&'static str>) -> Self {
+        ProtectionError { step, source, hint }
+    }
+
+    /// The protection step that failed.
+    pub fn step(&self) -> &'static str {
+        self.step
+    }
+
+    /// The operating system's error.
+    pub fn os_error(&self) -> &io::Error {
+        &self.source
+    }
+
+    /// What would make protection work, when known (for example `"needs CAP_NET_ADMIN"`).
+    pub fn hint(&self) -> Option<&'static str> {
+        self.hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_error_names_the_step_and_the_fix() {
+        let e = Error::from(ProtectionError::new(
+            "setsockopt(SO_MARK)",
+            io::Error::from_raw_os_error(libc::EPERM),
+            Some("needs CAP_NET_ADMIN"),
+        ));
+        assert!(e.is_fatal());
+        let text = e.to_string();
+        assert!(text.contains("SO_MARK") && text.contains("CAP_NET_ADMIN"), "{text}");
+    }
+
+    #[test]
+    fn host_unreachable_names_the_destination_and_survives_io_conversion() {
+        let dst: SocketAddr = "192.0.2.7:53".parse().unwrap();
+        let e = Error::HostUnreachable { destination: dst };
+        assert!(!e.is_fatal());
+        assert!(e.to_string().contains("192.0.2.7:53"));
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::HostUnreachable);
+        let inner = io.into_inner().unwrap().downcast::<Error>().unwrap();
+        assert!(matches!(*inner, Error::HostUnreachable { destination } if destination == dst));
+    }
+}

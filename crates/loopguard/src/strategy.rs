@@ -1,0 +1,56 @@
+//! How a factory keeps its sockets out of the tunnel: the [`Strategy`] trait.
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::ProtectionError;
+
+/// The path a datagram or connection takes outside the tunnel: the source address to use and,
+/// where the platform can pin it, the interface index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    /// Source address on the chosen interface.
+    pub source: IpAddr,
+    /// Index of the chosen interface, when the strategy knows it.
+    pub interface: Option<u32>,
+}
+
+/// Why a strategy could not find a path for a destination.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No route outside the tunnel leads there (an IPv4-only host asked for IPv6, the only
+    /// default route belongs to the tunnel). A normal state: callers drop the datagram.
+    #[error("no route outside the tunnel")]
+    NoRoute,
+    /// The lookup itself failed.
+    #[error("route lookup failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A way of keeping sockets out of the tunnel, one per operating system mechanism.
+///
+/// A strategy does two things: it protects every socket a factory creates, once, before
+/// first use ([`protect`](Strategy::protect)); and, when the mechanism needs it, it names the
+/// path for a destination ([`resolve`](Strategy::resolve)), which the factory caches and
+/// stamps on each datagram or binds before each connection.
+///
+/// The Linux mark strategy ([`LinuxMark`](crate::LinuxMark)) protects with `SO_MARK` and
+/// leaves the path to the kernel's policy rules, so it does not resolve.
+pub trait Strategy: Send + Sync + 'static {
+    /// Protects a newly created socket. An error is fatal: the factory drops the socket and
+    /// returns [`Error::Protection`](crate::Error::Protection).
+    fn protect(&self, socket: &socket2::Socket) -> Result<(), ProtectionError>;
+
+    /// Whether datagrams without an explicit source need one from [`resolve`](Strategy::resolve).
+    /// `false` (the default) leaves the choice to the kernel.
+    fn pins_source(&self) -> bool {
+        false
+    }
+
+    /// The path outside the tunnel for `destination`. Called only when
+    /// [`pins_source`](Strategy::pins_source) is `true`, and then only on a cache miss.
+    fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
+        let _ = destination;
+        Err(ResolveError::NoRoute)
+    }
+}
