@@ -97,7 +97,10 @@ mod tests {
         ));
         assert!(e.is_fatal());
         let text = e.to_string();
-        assert!(text.contains("SO_MARK") && text.contains("CAP_NET_ADMIN"), "{text}");
+        assert!(
+            text.contains("SO_MARK") && text.contains("CAP_NET_ADMIN"),
+            "{text}"
+        );
     }
 
     #[test]

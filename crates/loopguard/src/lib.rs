@@ -1,11 +1,63 @@
 //! loopguard: sockets for VPN and tunnel clients that never loop into their own tunnel.
+//!
+//! A tunnel client routes the machine's traffic into its TUN device, yet its own sockets (peer
+//! and relay UDP, control-plane TCP, DNS) must go around it: otherwise their packets enter the
+//! TUN, get wrapped and sent again through the same socket. Every such socket comes from one
+//! [`SocketFactory`], whose [`Strategy`] protects it the way the operating system allows. On
+//! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] installing the
+//! policy rules that send everything unmarked into the tunnel.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), loopguard::Error> {
+//! use loopguard::{DatagramOut, Error, GuardConfig, LinuxMark, SocketFactory};
+//!
+//! let factory = SocketFactory::new(LinuxMark::new(GuardConfig::default()));
+//! let peer = match factory.bind("127.0.0.1:0".parse().unwrap()) {
+//!     Ok(socket) => socket,
+//!     // Marks need CAP_NET_ADMIN. Without it no socket is handed out: a typed, fatal error.
+//!     Err(Error::Protection(e)) => {
+//!         eprintln!("cannot guard sockets here: {e}");
+//!         return Ok(());
+//!     }
+//!     Err(e) => return Err(e),
+//! };
+//! let relay = factory.bind("127.0.0.1:0".parse().unwrap())?;
+//!
+//! // `src` left empty: the strategy decides, and never lets the datagram into the tunnel.
+//! peer.send(&DatagramOut::new(relay.local_addr()?, b"hello")).await?;
+//!
+//! let mut buf = [0u8; 1500];
+//! let meta = relay.recv_from(&mut buf).await?;
+//! assert_eq!(&buf[..meta.len], b"hello");
+//! assert_eq!(meta.addr, peer.local_addr()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors callers act on
+//! - [`Error::Protection`]: the socket could not be protected; it is dropped, never used.
+//! - [`Error::HostUnreachable`]: no path outside the tunnel; the datagram or SYN was dropped,
+//!   not sent "unprotected".
+//!
+//! # Modules
+//! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
+//! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
+//!   lookup.
 
+mod cache;
 mod error;
-mod strategy;
+mod factory;
 pub mod os;
+mod strategy;
+mod tcp;
+mod udp;
 
 pub use error::{Error, ProtectionError};
+pub use factory::SocketFactory;
 pub use strategy::{Path, ResolveError, Strategy};
+pub use tcp::{TcpSocket, TcpStream};
+pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
 #[cfg(target_os = "linux")]
 pub use os::linux::{GuardConfig, LinuxMark};

@@ -54,3 +54,19 @@ pub trait Strategy: Send + Sync + 'static {
         Err(ResolveError::NoRoute)
     }
 }
+
+/// A shared strategy protects as the strategy inside, so one strategy object (holding, say, a
+/// host callback) can serve several factories or be inspected by the application.
+impl<S: Strategy + ?Sized> Strategy for std::sync::Arc<S> {
+    fn protect(&self, socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        (**self).protect(socket)
+    }
+
+    fn pins_source(&self) -> bool {
+        (**self).pins_source()
+    }
+
+    fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
+        (**self).resolve(destination)
+    }
+}

@@ -1,4 +1,38 @@
 //! Thin adapters to each operating system's protection mechanism.
 
+use socket2::{Domain, Socket};
+
 #[cfg(target_os = "linux")]
 pub mod linux;
+
+/// Asks the kernel to prefer stable ("public") IPv6 source addresses over temporary ones for
+/// this socket (DESIGN §3.16): a temporary address can rotate away mid-flow. A preference,
+/// not protection, so a kernel without the option is fine.
+pub(crate) fn prefer_stable_source(socket: &Socket, domain: Domain) {
+    if domain != Domain::IPV6 {
+        return;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let value: libc::c_int = libc::IPV6_PREFER_SRC_PUBLIC;
+        // SAFETY: `value` lives across the call and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_ADDR_PREFERENCES,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "IPV6_ADDR_PREFERENCES not available; the kernel picks the IPv6 source"
+            );
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
+}

@@ -1,0 +1,143 @@
+//! [`SocketFactory`]: the one place every guarded socket comes from.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cache::{Lookup, PathCache};
+use crate::{os, Error, Path, ResolveError, Strategy, TcpSocket, TcpStream, UdpSocket};
+
+/// Makes sockets that stay out of the tunnel, all protected by one [`Strategy`].
+///
+/// Cloning is cheap and clones share everything, including the cache of resolved paths. Give
+/// every part of the application (peer and relay UDP, control-plane TCP, DNS) a clone: a
+/// socket that did not come from a factory is a leak.
+pub struct SocketFactory<S: Strategy> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Strategy> Clone for SocketFactory<S> {
+    fn clone(&self) -> Self {
+        SocketFactory {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Strategy + fmt::Debug> fmt::Debug for SocketFactory<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketFactory")
+            .field("strategy", &self.shared.strategy)
+            .field("cached_paths", &self.shared.cache.len())
+            .finish()
+    }
+}
+
+struct Shared<S> {
+    strategy: S,
+    cache: PathCache,
+}
+
+/// What sockets need of their factory once created; object-safe so sockets are not generic.
+pub(crate) trait Guard: Send + Sync {
+    /// The path for `destination`, or `None` when the kernel chooses (marks, protect).
+    fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error>;
+    /// Forgets the cached path of `destination`: its source went away.
+    fn forget(&self, destination: SocketAddr);
+    /// Creates and protects a socket.
+    fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error>;
+}
+
+impl<S: Strategy> Guard for Shared<S> {
+    fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error> {
+        if !self.strategy.pins_source() {
+            return Ok(None);
+        }
+        let ip = destination.ip();
+        let generation = match self.cache.lookup(ip) {
+            Lookup::Hit(path) => return Ok(Some(path)),
+            Lookup::NoRoute => return Err(Error::HostUnreachable { destination }),
+            Lookup::Miss { generation } => generation,
+        };
+        let result = self.strategy.resolve(ip);
+        self.cache.store(ip, generation, &result);
+        match result {
+            Ok(path) => Ok(Some(path)),
+            Err(ResolveError::NoRoute) => Err(Error::HostUnreachable { destination }),
+            Err(ResolveError::Io(e)) => Err(Error::Io(e)),
+        }
+    }
+
+    fn forget(&self, destination: SocketAddr) {
+        self.cache.forget(destination.ip());
+    }
+
+    fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error> {
+        let socket = Socket::new(domain, ty, Some(protocol))?;
+        // Protection comes first: nothing may be sent, bound or connected before it.
+        self.strategy.protect(&socket)?;
+        os::prefer_stable_source(&socket, domain);
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+}
+
+impl<S: Strategy> SocketFactory<S> {
+    /// A factory whose sockets are protected by `strategy`.
+    pub fn new(strategy: S) -> Self {
+        SocketFactory {
+            shared: Arc::new(Shared {
+                strategy,
+                cache: PathCache::new(),
+            }),
+        }
+    }
+
+    /// The strategy protecting this factory's sockets.
+    pub fn strategy(&self) -> &S {
+        &self.shared.strategy
+    }
+
+    /// Creates a protected UDP socket bound to `addr` (port 0 picks one). Must be called
+    /// within a tokio runtime.
+    pub fn bind(&self, addr: SocketAddr) -> Result<UdpSocket, Error> {
+        let socket = self
+            .shared
+            .socket(Domain::for_address(addr), Type::DGRAM, Protocol::UDP)?;
+        socket.bind(&addr.into())?;
+        UdpSocket::from_protected(socket, self.guard())
+    }
+
+    /// Creates a protected, unconnected TCP socket of `addr`'s family, for callers that set
+    /// options or bind before connecting. Must be called within a tokio runtime.
+    pub fn tcp_socket(&self, family_of: SocketAddr) -> Result<TcpSocket, Error> {
+        let socket =
+            self.shared
+                .socket(Domain::for_address(family_of), Type::STREAM, Protocol::TCP)?;
+        Ok(TcpSocket::from_protected(socket, self.guard()))
+    }
+
+    /// Connects a protected TCP stream to `destination`.
+    pub async fn connect(&self, destination: SocketAddr) -> Result<TcpStream, Error> {
+        self.tcp_socket(destination)?.connect(destination).await
+    }
+
+    /// The path a datagram to `destination` would take, as the sockets of this factory see
+    /// it: `None` when the kernel chooses (the Linux mark strategy), the cached or freshly
+    /// resolved path otherwise, [`Error::HostUnreachable`] when none exists.
+    pub fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error> {
+        self.shared.path_for(destination)
+    }
+
+    /// The network changed (roaming, resume from sleep): forget every cached decision. Sockets
+    /// resolve again on their next send.
+    pub fn reset(&self) {
+        self.shared.cache.reset();
+    }
+
+    fn guard(&self) -> Arc<dyn Guard> {
+        self.shared.clone()
+    }
+}

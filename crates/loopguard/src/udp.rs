@@ -1,0 +1,345 @@
+//! [`UdpSocket`]: a protected UDP socket that owns its send path.
+//!
+//! Batched I/O comes from quinn-udp (GSO on send, GRO and `recvmmsg` on receive, per-datagram
+//! source addresses). This module adds what a tunnel client needs on top: the strategy's
+//! source for datagrams without one, the GSO limits, the fallback when a device refuses GSO,
+//! bounded retries when the queue is full, and typed errors.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
+use tokio::io::Interest;
+
+use crate::factory::Guard;
+use crate::Error;
+
+pub use quinn_udp::EcnCodepoint;
+
+/// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// How many times a send that found the queue full (`ENOBUFS`) is retried before the error is
+/// returned. The queue frees by itself, but no readiness event announces it, so waiting for
+/// one would hang.
+const QUEUE_FULL_RETRIES: u32 = 8;
+
+/// One datagram, or a GSO batch of equal-sized datagrams, to send.
+///
+/// `src` is the source address (the port is always the socket's): `Some` pins it, `None`
+/// lets the factory's strategy decide. Several datagrams share one send when `payload` holds
+/// them back to back and `segment_size` is their size (the last may be shorter).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct DatagramOut<'a> {
+    /// Source address; `None` asks the strategy.
+    pub src: Option<IpAddr>,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// One datagram, or several back to back when `segment_size` is set.
+    pub payload: &'a [u8],
+    /// Size of each datagram in `payload`; `None` means `payload` is one datagram.
+    pub segment_size: Option<usize>,
+    /// Explicit congestion notification bits.
+    pub ecn: Option<EcnCodepoint>,
+}
+
+impl<'a> DatagramOut<'a> {
+    /// One datagram to `dst`, source chosen by the strategy.
+    pub fn new(dst: SocketAddr, payload: &'a [u8]) -> Self {
+        DatagramOut {
+            src: None,
+            dst,
+            payload,
+            segment_size: None,
+            ecn: None,
+        }
+    }
+
+    /// Pins the source address.
+    pub fn with_src(mut self, src: IpAddr) -> Self {
+        self.src = Some(src);
+        self
+    }
+
+    /// Declares `payload` a batch of datagrams of `segment_size` bytes each.
+    pub fn with_segment_size(mut self, segment_size: usize) -> Self {
+        self.segment_size = Some(segment_size);
+        self
+    }
+
+    /// Sets the ECN bits.
+    pub fn with_ecn(mut self, ecn: EcnCodepoint) -> Self {
+        self.ecn = Some(ecn);
+        self
+    }
+}
+
+/// What arrived in one receive buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Who sent it.
+    pub addr: SocketAddr,
+    /// Bytes filled in the buffer.
+    pub len: usize,
+    /// Size of each datagram in the buffer: with GRO one buffer can hold several datagrams
+    /// back to back, each `stride` bytes except perhaps the last.
+    pub stride: usize,
+    /// The local address the datagrams were sent to, where the platform reports it.
+    pub dst_ip: Option<IpAddr>,
+    /// The interface they arrived on, where the platform reports it.
+    pub interface_index: Option<u32>,
+    /// ECN bits.
+    pub ecn: Option<EcnCodepoint>,
+}
+
+impl RecvMeta {
+    /// Splits a filled buffer into its datagrams.
+    pub fn datagrams<'b>(&self, buf: &'b [u8]) -> impl Iterator<Item = &'b [u8]> {
+        buf[..self.len.min(buf.len())].chunks(self.stride.max(1))
+    }
+}
+
+impl Default for RecvMeta {
+    fn default() -> Self {
+        RecvMeta {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+            stride: 0,
+            dst_ip: None,
+            interface_index: None,
+            ecn: None,
+        }
+    }
+}
+
+impl From<quinn_udp::RecvMeta> for RecvMeta {
+    fn from(m: quinn_udp::RecvMeta) -> Self {
+        RecvMeta {
+            addr: m.addr,
+            len: m.len,
+            stride: m.stride,
+            dst_ip: m.dst_ip,
+            interface_index: m.interface_index,
+            ecn: m.ecn,
+        }
+    }
+}
+
+/// A protected UDP socket made by a [`SocketFactory`](crate::SocketFactory).
+pub struct UdpSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    guard: Arc<dyn Guard>,
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("local_addr", &self.io.local_addr().ok())
+            .finish()
+    }
+}
+
+impl UdpSocket {
+    pub(crate) fn from_protected(
+        socket: socket2::Socket,
+        guard: Arc<dyn Guard>,
+    ) -> Result<Self, Error> {
+        let std_socket = std::net::UdpSocket::from(socket);
+        let state = UdpSocketState::new((&std_socket).into())?;
+        let io = tokio::net::UdpSocket::from_std(std_socket)?;
+        Ok(UdpSocket { io, state, guard })
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    /// How many datagrams one send may carry on this socket right now: 1 without GSO (or
+    /// after a device refused it), up to [`MAX_GSO_SEGMENTS`].
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+    }
+
+    /// How many datagrams one receive buffer may hold with GRO (1 without it). Size receive
+    /// buffers as `gro_segments() * 65535` bytes to never truncate.
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Sends one datagram or one batch, in order.
+    ///
+    /// A batch larger than GSO allows (64 segments, 65535 bytes less headers, or what the
+    /// device supports) is split into several sends. If the device refuses GSO, GSO is turned
+    /// off for this socket and the batch is sent again one datagram at a time.
+    ///
+    /// Errors: [`Error::HostUnreachable`] when no route outside the tunnel exists (nothing was
+    /// sent for the failed part), [`Error::Io`] otherwise. When a batch is split, the parts
+    /// before a failure have been sent.
+    pub async fn send(&self, datagram: &DatagramOut<'_>) -> Result<(), Error> {
+        let src = match datagram.src {
+            Some(ip) => Some(ip),
+            None => self.guard.path_for(datagram.dst)?.map(|path| path.source),
+        };
+        let segment = match datagram.segment_size {
+            Some(0) => {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "segment_size 0: a datagram batch needs a positive segment size",
+                )))
+            }
+            // A segment as large as the payload is one datagram; telling the kernel otherwise
+            // upsets some drivers.
+            Some(size) if size < datagram.payload.len() => size,
+            _ => datagram.payload.len(),
+        };
+        let mut transmit = Transmit {
+            destination: datagram.dst,
+            ecn: datagram.ecn,
+            contents: datagram.payload,
+            segment_size: None,
+            src_ip: src,
+        };
+        let mut rest = datagram.payload;
+        // An empty payload is still one (empty) datagram.
+        loop {
+            let take = self.batch_len(rest.len(), segment, datagram.dst);
+            let (now, later) = rest.split_at(take);
+            transmit.contents = now;
+            transmit.segment_size = (take > segment).then_some(segment);
+            self.send_batch(&mut transmit, datagram.src.is_none())
+                .await?;
+            rest = later;
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Bytes of `remaining` the next send may carry: whole segments within the GSO limits.
+    fn batch_len(&self, remaining: usize, segment: usize, dst: SocketAddr) -> usize {
+        if segment == 0 || remaining <= segment {
+            return remaining;
+        }
+        let headers = if dst.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let by_bytes = (u16::MAX as usize - headers) / segment;
+        let segments = self.max_gso_segments().min(by_bytes).max(1);
+        remaining.min(segments * segment)
+    }
+
+    /// Sends one GSO batch (or single datagram), handling what the send path must survive.
+    async fn send_batch(&self, transmit: &mut Transmit<'_>, resolved: bool) -> Result<(), Error> {
+        let mut queue_full = 0;
+        let mut re_resolved = false;
+        loop {
+            let err = match self.send_once(transmit).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match err.raw_os_error() {
+                Some(libc::ENOBUFS) if queue_full < QUEUE_FULL_RETRIES => {
+                    queue_full += 1;
+                    back_off(queue_full).await;
+                }
+                Some(libc::EIO | libc::EINVAL)
+                    if transmit.segment_size.is_some() && self.state.max_gso_segments() == 1 =>
+                {
+                    // quinn-udp has just turned GSO off for this socket: the device refused
+                    // it. Send the same datagrams again, one by one, in order.
+                    tracing::info!(dst = %transmit.destination, "GSO refused; sending the batch unsegmented");
+                    return self.send_unsegmented(transmit).await;
+                }
+                Some(libc::EADDRNOTAVAIL | libc::EINVAL) if resolved && !re_resolved => {
+                    // The cached source is gone (address removed, IPv6 temporary address
+                    // rotated): forget it and resolve once more.
+                    re_resolved = true;
+                    self.guard.forget(transmit.destination);
+                    transmit.src_ip = self
+                        .guard
+                        .path_for(transmit.destination)?
+                        .map(|path| path.source);
+                }
+                _ => return Err(classify(err, transmit.destination)),
+            }
+        }
+    }
+
+    async fn send_unsegmented(&self, transmit: &Transmit<'_>) -> Result<(), Error> {
+        let size = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for part in transmit.contents.chunks(size) {
+            let mut single = Transmit {
+                contents: part,
+                segment_size: None,
+                ..*transmit
+            };
+            Box::pin(self.send_batch(&mut single, false)).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_once(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.io
+            .async_io(Interest::WRITABLE, || {
+                self.state.try_send(UdpSockRef::from(&self.io), transmit)
+            })
+            .await
+    }
+
+    /// Receives into several buffers at once (`recvmmsg`, GRO); returns how many were filled,
+    /// each described by the matching `meta`.
+    pub async fn recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let mut raw = [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
+        let max = bufs.len().min(meta.len()).min(raw.len());
+        let n = self
+            .io
+            .async_io(Interest::READABLE, || {
+                self.state.recv(
+                    UdpSockRef::from(&self.io),
+                    &mut bufs[..max],
+                    &mut raw[..max],
+                )
+            })
+            .await?;
+        for (out, m) in meta.iter_mut().zip(&raw[..n]) {
+            *out = (*m).into();
+        }
+        Ok(n)
+    }
+
+    /// Receives into one buffer. With GRO it may hold several datagrams: see
+    /// [`RecvMeta::datagrams`].
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let mut meta = [RecvMeta::default()];
+        self.recv(&mut [IoSliceMut::new(buf)], &mut meta).await?;
+        Ok(meta[0])
+    }
+}
+
+/// Turns an OS send error into the typed error callers match on.
+pub(crate) fn classify(err: io::Error, destination: SocketAddr) -> Error {
+    match err.raw_os_error() {
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => Error::HostUnreachable { destination },
+        _ => Error::Io(err),
+    }
+}
+
+/// Waits a little before retrying a full queue: first by yielding, then by growing sleeps of
+/// at most a few hundred microseconds, which works on runtimes with and without timers.
+async fn back_off(attempt: u32) {
+    tokio::task::yield_now().await;
+    if attempt > 2 {
+        std::thread::sleep(Duration::from_micros(25 << attempt.min(6)));
+    }
+}

@@ -1,0 +1,256 @@
+//! The portable send path, exercised on loopback with a fake strategy that pins sources.
+//! Needs no privileges: the fake protects nothing, it counts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use loopguard::{
+    DatagramOut, Error, Path, ProtectionError, ResolveError, SocketFactory, Strategy, UdpSocket,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Resolves 127.0.0.0/8 destinations except 127.0.0.66 to source 127.0.0.7; everything else
+/// has no route outside the tunnel. Counts protections and resolutions.
+#[derive(Default)]
+struct FakePinning {
+    protected: AtomicUsize,
+    resolved: AtomicUsize,
+    refuse_protection: bool,
+}
+
+const PINNED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
+const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
+
+impl Strategy for FakePinning {
+    fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        self.protected.fetch_add(1, Ordering::SeqCst);
+        if self.refuse_protection {
+            return Err(ProtectionError::new(
+                "fake protect",
+                std::io::Error::other("refused by the host app"),
+                Some("the test refuses"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pins_source(&self) -> bool {
+        true
+    }
+
+    fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
+        self.resolved.fetch_add(1, Ordering::SeqCst);
+        match destination {
+            IpAddr::V4(v4) if v4.is_loopback() && v4 != NO_ROUTE => Ok(Path {
+                source: PINNED_SOURCE.into(),
+                interface: None,
+            }),
+            _ => Err(ResolveError::NoRoute),
+        }
+    }
+}
+
+fn factory() -> (SocketFactory<Arc<FakePinning>>, Arc<FakePinning>) {
+    let fake = Arc::new(FakePinning::default());
+    (SocketFactory::new(fake.clone()), fake)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Receives datagrams until `count` arrived or nothing came for 500 ms.
+async fn receive(socket: &UdpSocket, count: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65535 * socket.gro_segments()];
+    while got.len() < count {
+        let meta = match tokio::time::timeout(
+            Duration::from_millis(500),
+            socket.recv_from(&mut buf),
+        )
+        .await
+        {
+            Ok(r) => r.unwrap(),
+            Err(_) => break,
+        };
+        for d in meta.datagrams(&buf) {
+            got.push((meta.addr, d.to_vec()));
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn unpinned_datagrams_take_the_resolved_source_and_the_cache_resolves_once() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    for i in 0..3u8 {
+        sender.send(&DatagramOut::new(dst, &[i])).await.unwrap();
+    }
+    let got = receive(&receiver, 3).await;
+    assert_eq!(got.len(), 3);
+    for (i, (from, payload)) in got.iter().enumerate() {
+        assert_eq!(from.ip(), IpAddr::from(PINNED_SOURCE), "source not pinned");
+        assert_eq!(payload, &[i as u8]);
+    }
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        1,
+        "cache did not hold the path"
+    );
+    assert_eq!(
+        fake.protected.load(Ordering::SeqCst),
+        2,
+        "one protection per socket"
+    );
+
+    factory.reset();
+    sender.send(&DatagramOut::new(dst, b"again")).await.unwrap();
+    assert_eq!(receive(&receiver, 1).await.len(), 1);
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        2,
+        "reset did not force a new lookup"
+    );
+}
+
+#[tokio::test]
+async fn explicit_source_is_used_and_nothing_is_resolved() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let src: IpAddr = "127.0.0.9".parse().unwrap();
+    let dst = receiver.local_addr().unwrap();
+    sender
+        .send(&DatagramOut::new(dst, b"x").with_src(src))
+        .await
+        .unwrap();
+    let got = receive(&receiver, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0.ip(), src);
+    assert_eq!(fake.resolved.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn no_route_fails_closed_with_the_destination_and_sends_nothing() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory.bind(SocketAddr::new(NO_ROUTE.into(), 0)).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    for _ in 0..3 {
+        let err = sender
+            .send(&DatagramOut::new(dst, b"leak?"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::HostUnreachable { destination } if destination == dst),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&dst.to_string()));
+    }
+    assert!(
+        receive(&receiver, 1).await.is_empty(),
+        "a datagram went out unpinned"
+    );
+    // "No route" is cached briefly: three sends, one lookup.
+    assert_eq!(fake.resolved.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_protection_is_fatal_and_yields_no_socket() {
+    let fake = Arc::new(FakePinning {
+        refuse_protection: true,
+        ..Default::default()
+    });
+    let factory = SocketFactory::new(fake.clone());
+    let err = factory.bind(addr("127.0.0.1:0")).unwrap_err();
+    assert!(err.is_fatal());
+    assert!(
+        matches!(&err, Error::Protection(p) if p.step() == "fake protect"),
+        "{err:?}"
+    );
+    let err = factory.connect(addr("127.0.0.1:9")).await.unwrap_err();
+    assert!(matches!(err, Error::Protection(_)));
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        0,
+        "resolved for an unprotected socket"
+    );
+}
+
+#[tokio::test]
+async fn gso_batches_arrive_whole_and_in_order_even_beyond_the_segment_cap() {
+    let (factory, _) = factory();
+    let sender = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    // 200 datagrams of 100 bytes: more than 64 segments, so it must be split.
+    let count = 200usize;
+    let payload: Vec<u8> = (0..count).flat_map(|i| [(i % 256) as u8; 100]).collect();
+    sender
+        .send(
+            &DatagramOut::new(dst, &payload)
+                .with_segment_size(100)
+                .with_src(dst.ip()),
+        )
+        .await
+        .unwrap();
+    let got = receive(&receiver, count).await;
+    assert_eq!(got.len(), count);
+    for (i, (_, d)) in got.iter().enumerate() {
+        assert_eq!(d.len(), 100);
+        assert!(
+            d.iter().all(|b| *b == (i % 256) as u8),
+            "datagram {i} out of order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_segment_size_at_least_the_payload_sends_one_datagram_and_zero_is_refused() {
+    let (factory, _) = factory();
+    let sender = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    sender
+        .send(&DatagramOut::new(dst, &[1u8; 300]).with_segment_size(1200))
+        .await
+        .unwrap();
+    let got = receive(&receiver, 2).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.len(), 300);
+
+    let err = sender
+        .send(&DatagramOut::new(dst, b"abc").with_segment_size(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput));
+}
+
+#[tokio::test]
+async fn tcp_binds_the_resolved_source_and_fails_closed_without_a_route() {
+    let (factory, _) = factory();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dst = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, peer) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+        peer
+    });
+    let mut stream = factory.connect(dst).await.unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+    assert_eq!(server.await.unwrap().ip(), IpAddr::from(PINNED_SOURCE));
+
+    let unreachable = SocketAddr::new(NO_ROUTE.into(), dst.port());
+    let err = factory.connect(unreachable).await.unwrap_err();
+    assert!(matches!(err, Error::HostUnreachable { destination } if destination == unreachable));
+}
