@@ -8,8 +8,8 @@ use crate::{GuardConfig, ProtectionError, Strategy};
 /// [`TunnelRoutes`](super::TunnelRoutes) (or wg-quick style rules of your own) route them by
 /// the main table instead of the tunnel's.
 ///
-/// Setting a mark needs `CAP_NET_ADMIN`; without it every socket fails with a
-/// [`ProtectionError`] that says so.
+/// Setting a mark needs `CAP_NET_ADMIN` (or `CAP_NET_RAW` since Linux 5.17); without it every
+/// socket fails with a [`ProtectionError`] that says so.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LinuxMark {
     config: GuardConfig,
@@ -30,14 +30,15 @@ impl LinuxMark {
 impl Strategy for LinuxMark {
     fn protect(&self, socket: &socket2::Socket) -> Result<(), ProtectionError> {
         socket.set_mark(self.config.mark()).map_err(|e| {
-            let hint = (e.raw_os_error() == Some(libc::EPERM))
-                .then_some("setting a socket mark needs CAP_NET_ADMIN");
+            let hint = (e.raw_os_error() == Some(libc::EPERM)).then_some(
+                "setting a socket mark needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17 and later",
+            );
             ProtectionError::new("setsockopt(SO_MARK)", e, hint)
         })?;
         // Read it back: a kernel that silently ignored the option would leave the socket
         // unprotected, and an unprotected socket must never be handed out.
-        let actual = get_mark(socket)
-            .map_err(|e| ProtectionError::new("getsockopt(SO_MARK)", e, None))?;
+        let actual =
+            get_mark(socket).map_err(|e| ProtectionError::new("getsockopt(SO_MARK)", e, None))?;
         if actual != self.config.mark() {
             return Err(ProtectionError::new(
                 "setsockopt(SO_MARK)",
