@@ -4,9 +4,15 @@
 //! dropped. It shells out to `ip` to build topologies: the library itself talks netlink, but a
 //! test lab written with the same commands a person would type is easier to check by hand.
 
+pub mod echo;
 pub mod netns;
+pub mod topology;
+pub mod tun;
 
-pub use netns::{lab_available, run_cmd, unique_name, Netns};
+pub use echo::{EchoServers, EchoStats};
+pub use netns::{lab_available, remove_leftovers, run_cmd, unique_name, Netns};
+pub use topology::{Lab, LabOptions, RpFilter};
+pub use tun::{parse_packet, PacketInfo, Transport, TunCounter, TunSnapshot};
 
 /// Why the lab could not be built or used.
 #[derive(Debug, thiserror::Error)]

@@ -36,7 +36,9 @@ impl Netns {
         // A leftover from a killed run would make `ip netns add` fail.
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         run_cmd("ip", &["netns", "add", name])?;
-        let ns = Netns { name: name.to_owned() };
+        let ns = Netns {
+            name: name.to_owned(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -122,7 +124,9 @@ fn enter(file: &File) -> Result<(), LabError> {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace also deletes every link inside it (veth peers included).
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

@@ -1,0 +1,185 @@
+//! The lab itself, in real namespaces (root): echo works through the router, routing
+//! everything into the TUN makes plain sockets loop, the counter sees it, and nothing is left.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use loopguard_lab::{run_cmd, EchoServers, Lab, LabOptions, RpFilter, Transport, TunCounter};
+
+const WAIT: Duration = Duration::from_millis(1500);
+
+/// Sends one datagram from a plain socket in the client namespace and returns whether the
+/// echo came back.
+fn udp_round_trip(lab: &Lab, dst: SocketAddr, payload: &'static [u8]) -> bool {
+    lab.client()
+        .run(move || -> std::io::Result<bool> {
+            let bind: SocketAddr = match dst {
+                SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+                SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+            };
+            let socket = UdpSocket::bind(bind)?;
+            socket.set_read_timeout(Some(WAIT))?;
+            socket.send_to(payload, dst)?;
+            let mut buf = [0u8; 256];
+            Ok(match socket.recv_from(&mut buf) {
+                Ok((n, from)) => from == dst && &buf[..n] == payload,
+                Err(_) => false,
+            })
+        })
+        .expect("runs in the client namespace")
+        .unwrap_or(false)
+}
+
+fn tcp_round_trip(lab: &Lab, dst: SocketAddr) -> bool {
+    lab.client()
+        .run(move || -> std::io::Result<bool> {
+            let mut stream = TcpStream::connect_timeout(&dst, WAIT)?;
+            stream.set_read_timeout(Some(WAIT))?;
+            stream.write_all(b"control plane")?;
+            let mut buf = [0u8; 13];
+            stream.read_exact(&mut buf)?;
+            Ok(&buf == b"control plane")
+        })
+        .expect("runs in the client namespace")
+        .unwrap_or(false)
+}
+
+fn wait_for_count(counter: &TunCounter, dst: IpAddr, transport: Transport) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = counter.count_to(dst, transport);
+        if n > 0 || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn listed_namespaces() -> String {
+    run_cmd("ip", &["netns", "list"]).expect("ip netns list")
+}
+
+#[test]
+fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
+    if loopguard_lab::skip_unprivileged("plain_udp_loops_into_the_tun") {
+        return;
+    }
+    let names: Vec<String>;
+    {
+        let lab = Lab::build("lab").expect("lab builds");
+        names = lab
+            .namespace_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let listed = listed_namespaces();
+        for name in &names {
+            assert!(name.starts_with("lg-"), "{name}");
+            assert!(
+                listed.contains(name.as_str()),
+                "{name} missing from {listed}"
+            );
+        }
+
+        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 7).expect("echo");
+        let counter = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
+            .expect("TUN counter attaches");
+
+        // Without TUN routes: the router forwards, the server echoes, the TUN sees nothing.
+        for ip in lab.server_addrs() {
+            let udp = echo.udp_addr(ip).expect("udp echo");
+            assert!(udp_round_trip(&lab, udp, b"relay"), "UDP echo via {ip}");
+            let tcp = echo.tcp_addr(ip).expect("tcp echo");
+            assert!(tcp_round_trip(&lab, tcp), "TCP echo via {ip}");
+            assert_eq!(echo.stats(ip).udp_datagrams, 1, "{ip}");
+            assert_eq!(echo.stats(ip).tcp_connections, 1, "{ip}");
+            assert_eq!(echo.stats(ip).tcp_bytes, 13, "{ip}");
+        }
+        assert_eq!(counter.snapshot().watched_packets, 0);
+
+        // Everything into the TUN: the same plain sockets now loop and get no echo.
+        lab.route_all_into_tun_main_table().expect("routes");
+        lab.route_all_into_tun_main_table()
+            .expect("routes again: idempotent");
+        for ip in lab.server_addrs() {
+            let udp = echo.udp_addr(ip).expect("udp echo");
+            assert!(
+                !udp_round_trip(&lab, udp, b"looped"),
+                "no echo through the TUN ({ip})"
+            );
+            assert_eq!(
+                wait_for_count(&counter, ip, Transport::Udp),
+                1,
+                "UDP to {ip} in the TUN"
+            );
+            assert_eq!(
+                echo.stats(ip).udp_datagrams,
+                1,
+                "the server saw no second datagram"
+            );
+        }
+
+        // Removing the routes restores the path.
+        lab.remove_tun_main_table_routes().expect("remove routes");
+        let v4 = echo.udp_addr(lab.server_v4().into()).expect("udp echo");
+        assert!(udp_round_trip(&lab, v4, b"back"));
+        let snap = counter.stop();
+        assert_eq!(snap.watched_packets, 2, "{snap:?}");
+        echo.stop();
+    }
+    let listed = listed_namespaces();
+    for name in &names {
+        assert!(
+            !listed.contains(name.as_str()),
+            "{name} left behind: {listed}"
+        );
+    }
+}
+
+#[test]
+fn tcp_syn_loops_into_the_tun_and_strict_rp_filter_is_set() {
+    if loopguard_lab::skip_unprivileged("tcp_syn_loops_into_the_tun") {
+        return;
+    }
+    let lab = Lab::build_with(
+        "lab",
+        LabOptions {
+            client_rp_filter: RpFilter::Strict,
+        },
+    )
+    .expect("lab builds");
+    let strict = lab
+        .client()
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter"))
+        .expect("runs")
+        .expect("reads");
+    assert_eq!(strict.trim(), "1");
+    let router = lab
+        .router()
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
+        .expect("runs")
+        .expect("reads");
+    assert_eq!(router.trim(), "1");
+
+    let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
+    // Strict mode on the client does not disturb unguarded traffic on the uplink.
+    let v6 = echo.tcp_addr(lab.server_v6().into()).expect("tcp echo");
+    assert!(tcp_round_trip(&lab, v6));
+
+    let counter =
+        TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec()).expect("counter");
+    lab.route_all_into_tun_main_table().expect("routes");
+    for ip in lab.server_addrs() {
+        let tcp = echo.tcp_addr(ip).expect("tcp echo");
+        assert!(
+            !tcp_round_trip(&lab, tcp),
+            "no connection through the TUN ({ip})"
+        );
+        assert!(
+            wait_for_count(&counter, ip, Transport::Tcp) >= 1,
+            "SYN to {ip} in the TUN"
+        );
+    }
+    assert_eq!(echo.stats(lab.server_v4().into()).tcp_connections, 0);
+}
