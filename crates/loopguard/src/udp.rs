@@ -15,6 +15,7 @@ use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 
 use crate::factory::Guard;
+use crate::os::send_error::{self, SendFailure};
 use crate::Error;
 
 pub use quinn_udp::EcnCodepoint;
@@ -241,12 +242,12 @@ impl UdpSocket {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            match err.raw_os_error() {
-                Some(libc::ENOBUFS) if queue_full < QUEUE_FULL_RETRIES => {
+            match send_error::classify(&err) {
+                SendFailure::QueueFull if queue_full < QUEUE_FULL_RETRIES => {
                     queue_full += 1;
                     back_off(queue_full).await;
                 }
-                Some(libc::EIO | libc::EINVAL)
+                SendFailure::MaybeGsoRefused
                     if transmit.segment_size.is_some() && self.state.max_gso_segments() == 1 =>
                 {
                     // quinn-udp has just turned GSO off for this socket: the device refused
@@ -254,7 +255,7 @@ impl UdpSocket {
                     tracing::info!(dst = %transmit.destination, "GSO refused; sending the batch unsegmented");
                     return self.send_unsegmented(transmit).await;
                 }
-                Some(libc::EADDRNOTAVAIL | libc::EINVAL) if resolved && !re_resolved => {
+                failure if resolved && !re_resolved && failure.may_be_source_gone(&err) => {
                     // The cached source is gone (address removed, IPv6 temporary address
                     // rotated): forget it and resolve once more.
                     re_resolved = true;
@@ -329,8 +330,8 @@ impl UdpSocket {
 
 /// Turns an OS send error into the typed error callers match on.
 pub(crate) fn classify(err: io::Error, destination: SocketAddr) -> Error {
-    match err.raw_os_error() {
-        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => Error::HostUnreachable { destination },
+    match send_error::classify(&err) {
+        SendFailure::Unreachable => Error::HostUnreachable { destination },
         _ => Error::Io(err),
     }
 }

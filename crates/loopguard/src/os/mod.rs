@@ -4,6 +4,7 @@ use socket2::{Domain, Socket};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub(crate) mod send_error;
 
 /// Asks the kernel to prefer stable ("public") IPv6 source addresses over temporary ones for
 /// this socket (DESIGN §3.16): a temporary address can rotate away mid-flow. A preference,

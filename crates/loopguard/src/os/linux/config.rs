@@ -42,7 +42,9 @@ pub enum ConfigError {
     #[error("table {0} is reserved by the kernel (0, 253, 254 and 255 are)")]
     ReservedTable(u32),
     /// Priority 0 belongs to the `local` rule, and `priority + 1` must still fit.
-    #[error("priority {0} is invalid: use 1 to 32765 so both rules sit before `lookup main` (32766)")]
+    #[error(
+        "priority {0} is invalid: use 1 to 32765 so both rules sit before `lookup main` (32766)"
+    )]
     BadPriority(u32),
 }
 
@@ -74,7 +76,12 @@ impl GuardConfig {
         if priority == 0 || priority > 32_765 {
             return Err(ConfigError::BadPriority(priority));
         }
-        Ok(GuardConfig { mark, mask, table, priority })
+        Ok(GuardConfig {
+            mark,
+            mask,
+            table,
+            priority,
+        })
     }
 
     /// The mark every guarded socket carries.
@@ -129,27 +136,51 @@ mod tests {
 
     #[test]
     fn rejects_values_that_cannot_work() {
-        assert_eq!(GuardConfig::new(0, 0xff, 100, 100), Err(ConfigError::ZeroMark));
+        assert_eq!(
+            GuardConfig::new(0, 0xff, 100, 100),
+            Err(ConfigError::ZeroMark)
+        );
         assert_eq!(GuardConfig::new(1, 0, 100, 100), Err(ConfigError::ZeroMask));
         assert_eq!(
             GuardConfig::new(0x100, 0xff, 100, 100),
-            Err(ConfigError::MarkOutsideMask { mark: 0x100, mask: 0xff })
+            Err(ConfigError::MarkOutsideMask {
+                mark: 0x100,
+                mask: 0xff
+            })
         );
-        assert_eq!(GuardConfig::new(1, 1, 254, 100), Err(ConfigError::ReservedTable(254)));
-        assert_eq!(GuardConfig::new(1, 1, 100, 0), Err(ConfigError::BadPriority(0)));
-        assert_eq!(GuardConfig::new(1, 1, 100, 32_766), Err(ConfigError::BadPriority(32_766)));
+        assert_eq!(
+            GuardConfig::new(1, 1, 254, 100),
+            Err(ConfigError::ReservedTable(254))
+        );
+        assert_eq!(
+            GuardConfig::new(1, 1, 100, 0),
+            Err(ConfigError::BadPriority(0))
+        );
+        assert_eq!(
+            GuardConfig::new(1, 1, 100, 32_766),
+            Err(ConfigError::BadPriority(32_766))
+        );
     }
 
     #[test]
     fn accepts_a_masked_mark_and_keeps_every_number() {
         let c = GuardConfig::new(0x10, 0xf0, 1000, 500).unwrap();
-        assert_eq!((c.mark(), c.mask(), c.table(), c.priority()), (0x10, 0xf0, 1000, 500));
-        assert_eq!(c.to_string(), "mark 0x10/0xf0, table 1000, priorities 500 and 501");
+        assert_eq!(
+            (c.mark(), c.mask(), c.table(), c.priority()),
+            (0x10, 0xf0, 1000, 500)
+        );
+        assert_eq!(
+            c.to_string(),
+            "mark 0x10/0xf0, table 1000, priorities 500 and 501"
+        );
     }
 
     #[test]
     fn default_is_valid() {
         let d = GuardConfig::default();
-        assert_eq!(GuardConfig::new(d.mark(), d.mask(), d.table(), d.priority()), Ok(d));
+        assert_eq!(
+            GuardConfig::new(d.mark(), d.mask(), d.table(), d.priority()),
+            Ok(d)
+        );
     }
 }
