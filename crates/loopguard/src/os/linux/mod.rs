@@ -3,6 +3,13 @@
 
 mod config;
 mod mark;
+mod route_get;
+mod routes;
 
 pub use config::{ConfigError, GuardConfig};
 pub use mark::LinuxMark;
+pub use route_get::{route_get, KernelRoute};
+pub use routes::{
+    interface_index, interface_name, ApplyReport, Family, InstalledRoute, InstalledRule,
+    RemoveReport, RoutesError, RoutesState, SysctlChange, TunnelRoutes, LOOPGUARD_PROTOCOL,
+};

@@ -1,0 +1,123 @@
+//! What can go wrong while installing, removing or looking up routes.
+
+use std::io;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Why [`TunnelRoutes`](super::TunnelRoutes) or [`route_get`](crate::os::linux::route_get)
+/// failed. Every variant names what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoutesError {
+    /// No network device has this name (in the current network namespace).
+    #[error("no network device named {0:?}")]
+    NoSuchDevice(String),
+    /// No network device has this index.
+    #[error("no network device with index {0}")]
+    NoSuchDeviceIndex(u32),
+    /// A device name the kernel could never accept (empty, too long, or with `/`, spaces or
+    /// NUL).
+    #[error("invalid device name {0:?}: names are 1 to 15 bytes without '/', spaces or NUL")]
+    BadDeviceName(String),
+    /// `apply` was given no prefix: a tunnel without routes protects nothing.
+    #[error("no prefixes given: the tunnel needs at least one route")]
+    NoPrefixes,
+    /// A prefix with bits set after its length, such as `192.0.2.1/24`; the kernel refuses
+    /// those for IPv4, and guessing what was meant is worse than asking.
+    #[error("prefix {prefix} has host bits set; did you mean {}?", prefix.trunc())]
+    HostBitsSet {
+        /// The prefix as given.
+        prefix: IpNet,
+    },
+    /// The tunnel's table already holds a route for this prefix that loopguard did not
+    /// create; it is never replaced or deleted.
+    #[error(
+        "table {table} already holds a route to {prefix} that loopguard did not create \
+         (protocol {protocol}); remove it or choose another table"
+    )]
+    ForeignRoute {
+        /// The prefix.
+        prefix: IpNet,
+        /// The tunnel's table.
+        table: u32,
+        /// The route protocol (tag) of the foreign route.
+        protocol: u8,
+    },
+    /// IPv6 is disabled in this network namespace, but IPv6 prefixes were given.
+    #[error("IPv6 is disabled here (no /proc/sys/net/ipv6), cannot route {0}")]
+    Ipv6Unavailable(IpNet),
+    /// The operation needs `CAP_NET_ADMIN`, which this process lacks.
+    #[error("{operation}: permission denied: this needs CAP_NET_ADMIN (run as root)")]
+    PermissionDenied {
+        /// What was being done, e.g. `adding rule priority 32001`.
+        operation: String,
+    },
+    /// The kernel refused a netlink request.
+    #[error("{operation}: {source}")]
+    Netlink {
+        /// What was being done, e.g. `adding rule priority 32001`.
+        operation: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or writing a sysctl failed.
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        /// The sysctl, e.g. `net.ipv4.fwmark_reflect`.
+        key: String,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel has no route to the destination.
+    #[error("{destination} is unreachable: {reason}")]
+    Unreachable {
+        /// The destination looked up.
+        destination: IpAddr,
+        /// The kernel's reason, e.g. `Network is unreachable (os error 101)`.
+        reason: String,
+    },
+    /// A tag (protocol number) owned by the kernel or a well-known routing daemon.
+    #[error("protocol {0} belongs to the kernel or a routing daemon; choose another tag")]
+    ReservedProtocol(u8),
+    /// A netlink call was made outside a tokio runtime.
+    #[error("{0}: must be called from inside a tokio runtime")]
+    NoRuntime(&'static str),
+}
+
+impl RoutesError {
+    /// Wraps an OS error from `operation`, turning a permission failure into
+    /// [`RoutesError::PermissionDenied`].
+    pub(crate) fn os(operation: impl Into<String>, source: io::Error) -> Self {
+        let operation = operation.into();
+        match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => RoutesError::PermissionDenied { operation },
+            _ => RoutesError::Netlink { operation, source },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_operation_and_the_capability() {
+        let e = RoutesError::os(
+            "adding rule priority 32001",
+            io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        );
+        assert!(e
+            .to_string()
+            .starts_with("adding rule priority 32001: Operation not supported"));
+        let e = RoutesError::os("adding route", io::Error::from_raw_os_error(libc::EPERM));
+        assert!(matches!(e, RoutesError::PermissionDenied { .. }));
+        assert!(e.to_string().contains("CAP_NET_ADMIN"));
+        let e = RoutesError::HostBitsSet {
+            prefix: "192.0.2.1/24".parse().unwrap(),
+        };
+        assert!(e.to_string().contains("192.0.2.0/24"));
+    }
+}

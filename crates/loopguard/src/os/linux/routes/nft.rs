@@ -1,0 +1,491 @@
+//! The conntrack mark rules, programmed as nf_tables netlink messages.
+//!
+//! Written by hand over `netlink-sys` rather than with `rustables` (GPL-3.0, needs libclang
+//! to build) or `nftnl` (needs the C libnftnl and libmnl): the handful of messages needed
+//! here is small, and this keeps the crate pure Rust under its own licence.
+//!
+//! The table `inet loopguard_<table>` holds two chains:
+//! - `prerouting` (filter hook, priority mangle -150, after conntrack at -200):
+//!   `ct mark & MASK == MARK  meta mark set ct mark`: replies of guarded flows get the mark
+//!   back before the reverse-path check and the routing decision.
+//! - `output` (filter hook, priority mangle -150):
+//!   `meta mark & MASK == MARK  ct mark set meta mark`: guarded sockets' flows remember
+//!   their mark in conntrack.
+
+use std::io;
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use tokio::io::unix::AsyncFd;
+
+use super::RoutesError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFPROTO_INET: u8 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_META_SREG: u16 = 3;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_SREG: u16 = 4;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFT_META_MARK: u32 = 3;
+const NFT_CT_MARK: u32 = 3;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const NF_ACCEPT: u32 = 1;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_LOCAL_OUT: u32 = 3;
+/// `NF_IP_PRI_MANGLE`: after conntrack (-200), before the routing decision.
+const PRIORITY_MANGLE: i32 = -150;
+
+const F_REQUEST: u16 = 1;
+const F_ACK: u16 = 4;
+const F_CREATE: u16 = 0x400;
+const F_APPEND: u16 = 0x800;
+
+/// How long to wait for the kernel's answers.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name of the nftables table for a routing table.
+pub(crate) fn table_name(table: u32) -> String {
+    format!("loopguard_{table}")
+}
+
+/// Creates (or re-creates, atomically) the table with the save and restore rules.
+pub(crate) async fn install(table: &str, mark: u32, mask: u32) -> Result<(), RoutesError> {
+    let mut b = Batch::new();
+    // "add, delete, add with contents" in one transaction: idempotent, and never a moment
+    // without the rules when they were there already.
+    b.msg(
+        NFT_MSG_NEWTABLE,
+        F_CREATE,
+        format!("creating nftables table inet {table}"),
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    b.msg(
+        NFT_MSG_DELTABLE,
+        0,
+        format!("flushing nftables table inet {table}"),
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    b.msg(
+        NFT_MSG_NEWTABLE,
+        F_CREATE,
+        format!("creating nftables table inet {table}"),
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    for (chain, hook) in [
+        ("prerouting", NF_INET_PRE_ROUTING),
+        ("output", NF_INET_LOCAL_OUT),
+    ] {
+        b.msg(
+            NFT_MSG_NEWCHAIN,
+            F_CREATE,
+            format!("creating nftables chain {table} {chain}"),
+            |m| {
+                m.str(NFTA_CHAIN_TABLE, table);
+                m.str(NFTA_CHAIN_NAME, chain);
+                m.nest(NFTA_CHAIN_HOOK, |m| {
+                    m.be32(NFTA_HOOK_HOOKNUM, hook);
+                    m.be32(NFTA_HOOK_PRIORITY, PRIORITY_MANGLE as u32);
+                });
+                m.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+                m.str(NFTA_CHAIN_TYPE, "filter");
+            },
+        );
+    }
+    let rule = |b: &mut Batch, chain: &str, what: &str, exprs: &dyn Fn(&mut Writer)| {
+        b.msg(
+            NFT_MSG_NEWRULE,
+            F_CREATE | F_APPEND,
+            format!("adding nftables rule {table} {chain} ({what})"),
+            |m| {
+                m.str(NFTA_RULE_TABLE, table);
+                m.str(NFTA_RULE_CHAIN, chain);
+                m.nest(NFTA_RULE_EXPRESSIONS, exprs);
+            },
+        )
+    };
+    rule(&mut b, "prerouting", "restore mark from conntrack", &|m| {
+        ct_load(m, NFT_CT_MARK);
+        and_eq(m, mask, mark);
+        ct_load(m, NFT_CT_MARK);
+        meta_set(m, NFT_META_MARK);
+    });
+    rule(&mut b, "output", "save mark in conntrack", &|m| {
+        meta_load(m, NFT_META_MARK);
+        and_eq(m, mask, mark);
+        meta_load(m, NFT_META_MARK);
+        ct_set(m, NFT_CT_MARK);
+    });
+    b.run().await
+}
+
+/// Deletes the table if it exists.
+pub(crate) async fn remove(table: &str) -> Result<(), RoutesError> {
+    let mut b = Batch::new();
+    // Creating first makes the delete succeed whether or not the table was there.
+    b.msg(
+        NFT_MSG_NEWTABLE,
+        F_CREATE,
+        format!("creating nftables table inet {table}"),
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    b.msg(
+        NFT_MSG_DELTABLE,
+        0,
+        format!("deleting nftables table inet {table}"),
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    b.run().await
+}
+
+/// Whether the table exists.
+pub(crate) async fn exists(table: &str) -> Result<bool, RoutesError> {
+    let mut w = Writer::default();
+    let op = format!("looking up nftables table inet {table}");
+    w.message(
+        NFT_MSG_GETTABLE | (NFNL_SUBSYS_NFTABLES << 8),
+        F_REQUEST | F_ACK,
+        1,
+        NFPROTO_INET,
+        0,
+        |m| m.str(NFTA_TABLE_NAME, table),
+    );
+    match exchange(&w.buf, &[(1, op)]).await {
+        Ok(()) => Ok(true),
+        Err(RoutesError::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn meta_load(m: &mut Writer, key: u32) {
+    expr(m, "meta", |m| {
+        m.be32(NFTA_META_DREG, NFT_REG_1);
+        m.be32(NFTA_META_KEY, key);
+    });
+}
+
+fn meta_set(m: &mut Writer, key: u32) {
+    expr(m, "meta", |m| {
+        m.be32(NFTA_META_KEY, key);
+        m.be32(NFTA_META_SREG, NFT_REG_1);
+    });
+}
+
+fn ct_load(m: &mut Writer, key: u32) {
+    expr(m, "ct", |m| {
+        m.be32(NFTA_CT_DREG, NFT_REG_1);
+        m.be32(NFTA_CT_KEY, key);
+    });
+}
+
+fn ct_set(m: &mut Writer, key: u32) {
+    expr(m, "ct", |m| {
+        m.be32(NFTA_CT_KEY, key);
+        m.be32(NFTA_CT_SREG, NFT_REG_1);
+    });
+}
+
+/// `reg1 & mask == value`, else the rule stops here.
+fn and_eq(m: &mut Writer, mask: u32, value: u32) {
+    // Marks live in registers in host byte order, so data values are native-endian.
+    expr(m, "bitwise", |m| {
+        m.be32(NFTA_BITWISE_SREG, NFT_REG_1);
+        m.be32(NFTA_BITWISE_DREG, NFT_REG_1);
+        m.be32(NFTA_BITWISE_LEN, 4);
+        m.nest(NFTA_BITWISE_MASK, |m| {
+            m.attr(NFTA_DATA_VALUE, &mask.to_ne_bytes())
+        });
+        m.nest(NFTA_BITWISE_XOR, |m| {
+            m.attr(NFTA_DATA_VALUE, &0u32.to_ne_bytes())
+        });
+    });
+    expr(m, "cmp", |m| {
+        m.be32(NFTA_CMP_SREG, NFT_REG_1);
+        m.be32(NFTA_CMP_OP, NFT_CMP_EQ);
+        m.nest(NFTA_CMP_DATA, |m| {
+            m.attr(NFTA_DATA_VALUE, &value.to_ne_bytes())
+        });
+    });
+}
+
+fn expr(m: &mut Writer, name: &str, data: impl FnOnce(&mut Writer)) {
+    m.nest(NFTA_LIST_ELEM, |m| {
+        m.str(NFTA_EXPR_NAME, name);
+        m.nest(NFTA_EXPR_DATA, data);
+    });
+}
+
+/// Netlink message and attribute encoding.
+#[derive(Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn message(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        seq: u32,
+        family: u8,
+        res_id: u16,
+        body: impl FnOnce(&mut Writer),
+    ) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]); // length, patched below
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        // struct nfgenmsg: family, version 0, resource id in network order.
+        self.buf.extend_from_slice(&[family, 0]);
+        self.buf.extend_from_slice(&res_id.to_be_bytes());
+        body(self);
+        let len = (self.buf.len() - start) as u32;
+        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn attr(&mut self, kind: u16, data: &[u8]) {
+        let len = (4 + data.len()) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn str(&mut self, kind: u16, s: &str) {
+        let mut data = s.as_bytes().to_vec();
+        data.push(0);
+        self.attr(kind, &data);
+    }
+
+    fn be32(&mut self, kind: u16, v: u32) {
+        self.attr(kind, &v.to_be_bytes());
+    }
+
+    fn nest(&mut self, kind: u16, inner: impl FnOnce(&mut Writer)) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 2]);
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        inner(self);
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn pad(&mut self) {
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+    }
+}
+
+/// One nf_tables transaction: every message is applied, or none.
+struct Batch {
+    w: Writer,
+    ops: Vec<(u32, String)>,
+    seq: u32,
+}
+
+impl Batch {
+    fn new() -> Self {
+        let mut w = Writer::default();
+        w.message(
+            NFNL_MSG_BATCH_BEGIN,
+            F_REQUEST,
+            0,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+            |_| {},
+        );
+        Batch {
+            w,
+            ops: Vec::new(),
+            seq: 1,
+        }
+    }
+
+    fn msg(&mut self, kind: u16, flags: u16, op: String, body: impl FnOnce(&mut Writer)) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.w.message(
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            F_REQUEST | F_ACK | flags,
+            seq,
+            NFPROTO_INET,
+            0,
+            body,
+        );
+        self.ops.push((seq, op));
+    }
+
+    async fn run(mut self) -> Result<(), RoutesError> {
+        let seq = self.seq;
+        self.w.message(
+            NFNL_MSG_BATCH_END,
+            F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+            |_| {},
+        );
+        exchange(&self.w.buf, &self.ops).await
+    }
+}
+
+/// Sends `request` and waits for one acknowledgement per entry of `ops` (sequence number,
+/// operation); the first error is returned with the operation it belongs to.
+async fn exchange(request: &[u8], ops: &[(u32, String)]) -> Result<(), RoutesError> {
+    let first_op = ops.first().map(|(_, op)| op.as_str()).unwrap_or("nftables");
+    let os = |e: io::Error| RoutesError::os(first_op, e);
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(os)?;
+    socket.bind_auto().map_err(os)?;
+    socket.set_non_blocking(true).map_err(os)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(os)?;
+    // SAFETY: the netlink socket owns its descriptor, keeps it open until dropped (which
+    // happens with the AsyncFd) and always reports the same one from `as_raw_fd`.
+    let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| os(e.into_parts().1))?;
+    loop {
+        let mut guard = fd.writable().await.map_err(os)?;
+        match guard.try_io(|s| s.get_ref().send(request, 0)) {
+            Ok(r) => {
+                r.map_err(os)?;
+                break;
+            }
+            Err(_would_block) => continue,
+        }
+    }
+    let mut pending: Vec<&(u32, String)> = ops.iter().collect();
+    let mut first_error = None;
+    let mut buf = vec![0u8; 65536];
+    let read = async {
+        while !pending.is_empty() {
+            let mut guard = fd.readable().await.map_err(os)?;
+            let n = match guard.try_io(|s| s.get_ref().recv(&mut &mut buf[..], 0)) {
+                Ok(r) => r.map_err(os)?,
+                Err(_would_block) => continue,
+            };
+            for (kind, seq, code) in parse_answers(&buf[..n]) {
+                if kind != NLMSG_ERROR && kind != NLMSG_DONE {
+                    continue; // a data answer (GETTABLE); its acknowledgement follows
+                }
+                if let Some(i) = pending.iter().position(|(s, _)| *s == seq) {
+                    let (_, op) = pending.remove(i);
+                    if code != 0 && first_error.is_none() {
+                        first_error = Some(RoutesError::os(
+                            op.clone(),
+                            io::Error::from_raw_os_error(-code),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok::<(), RoutesError>(())
+    };
+    match tokio::time::timeout(TIMEOUT, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(RoutesError::os(
+                first_op,
+                io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer"),
+            ))
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// `(type, sequence, error code)` of each netlink message in `buf`; the code is 0 unless the
+/// message is an `NLMSG_ERROR` carrying an error.
+fn parse_answers(mut buf: &[u8]) -> Vec<(u16, u32, i32)> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let code = if kind == NLMSG_ERROR && len >= 20 {
+            i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]])
+        } else {
+            0
+        };
+        out.push((kind, seq, code));
+        let aligned = (len + 3) & !3;
+        buf = &buf[aligned.min(buf.len())..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_padded_and_nests_measured() {
+        let mut w = Writer::default();
+        w.nest(7, |w| w.str(1, "ab"));
+        // nest header 4 + attr header 4 + "ab\0" 3 + 1 padding
+        assert_eq!(w.buf.len(), 12);
+        assert_eq!(u16::from_ne_bytes([w.buf[0], w.buf[1]]), 12);
+        assert_eq!(u16::from_ne_bytes([w.buf[2], w.buf[3]]), 7 | NLA_F_NESTED);
+        assert_eq!(u16::from_ne_bytes([w.buf[4], w.buf[5]]), 7);
+    }
+
+    #[test]
+    fn answers_are_split_and_errors_read() {
+        let mut buf = Vec::new();
+        // An acknowledgement (error 0) for sequence 4, then ENOENT for sequence 5.
+        for (seq, code) in [(4u32, 0i32), (5, -libc::ENOENT)] {
+            buf.extend_from_slice(&20u32.to_ne_bytes());
+            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            buf.extend_from_slice(&0u16.to_ne_bytes());
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(&code.to_ne_bytes());
+        }
+        assert_eq!(
+            parse_answers(&buf),
+            vec![(NLMSG_ERROR, 4, 0), (NLMSG_ERROR, 5, -libc::ENOENT)]
+        );
+        assert!(parse_answers(&[1, 2, 3]).is_empty());
+    }
+}

@@ -1,0 +1,477 @@
+//! `TunnelRoutes` and `route_get` against a real kernel, each test in network namespaces of
+//! its own. The library runs inside the namespace; `ip` checks what it did from outside.
+#![cfg(target_os = "linux")]
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use loopguard::os::linux::{route_get, RoutesError, TunnelRoutes, LOOPGUARD_PROTOCOL};
+use loopguard::GuardConfig;
+use loopguard_lab::{unique_name, Netns};
+
+const TUN: &str = "lg-tun0";
+const UPLINK: &str = "lg-up0";
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// A namespace with an uplink (a veth) (192.0.2.2/24 and 2001:db8:1::2/64, default routes via .1 and
+/// ::1) and a TUN device that is up but has no addresses.
+fn client() -> Netns {
+    let ns = Netns::create(&unique_name("rt")).expect("namespace");
+    let steps: &[&[&str]] = &[
+        // No dummy driver on every kernel: a veth pair whose peer stays in the namespace.
+        &[
+            "link", "add", UPLINK, "type", "veth", "peer", "name", "lg-up0p",
+        ],
+        &["link", "set", "lg-up0p", "up"],
+        &["link", "set", UPLINK, "up"],
+        &["addr", "add", "192.0.2.2/24", "dev", UPLINK],
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::2/64",
+            "dev",
+            UPLINK,
+            "nodad",
+        ],
+        &["route", "add", "default", "via", "192.0.2.1"],
+        &["-6", "route", "add", "default", "via", "2001:db8:1::1"],
+        &["tuntap", "add", "dev", TUN, "mode", "tun"],
+        &["link", "set", TUN, "addrgenmode", "none"],
+        &["link", "set", TUN, "up"],
+    ];
+    for step in steps {
+        ns.ip(step)
+            .unwrap_or_else(|e| panic!("ip {}: {e}", step.join(" ")));
+    }
+    ns
+}
+
+/// Rules of both families and the routes of `table`, as `ip` prints them.
+fn snapshot(ns: &Netns, table: u32) -> String {
+    let t = table.to_string();
+    [
+        ns.ip(&["-4", "rule", "show"]).unwrap(),
+        ns.ip(&["-6", "rule", "show"]).unwrap(),
+        table_routes(ns, "-4", &t),
+        table_routes(ns, "-6", &t),
+    ]
+    .join("---\n")
+}
+
+/// The routes of a table; a table that never held a route does not exist, and is empty.
+fn table_routes(ns: &Netns, family: &str, table: &str) -> String {
+    match ns.ip(&[family, "route", "show", "table", table]) {
+        Ok(text) => text,
+        Err(e) if e.to_string().contains("FIB table does not exist") => String::new(),
+        Err(e) => panic!("ip {family} route show table {table}: {e}"),
+    }
+}
+
+fn read_sysctl(ns: &Netns, key: &str) -> String {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(move || std::fs::read_to_string(path).unwrap().trim().to_owned())
+        .unwrap()
+}
+
+fn count_tagged(text: &str) -> usize {
+    let tag = format!("proto {LOOPGUARD_PROTOCOL}");
+    text.lines().filter(|l| l.contains(&tag)).count()
+}
+
+#[test]
+fn apply_installs_rules_routes_sysctls_and_conntrack_table() {
+    if loopguard_lab::skip_unprivileged("apply_installs_rules_routes_sysctls_and_conntrack_table") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::new(0x4c47, 0xffff, 1000, 32000).unwrap();
+    for key in [
+        "net.ipv4.conf.all.src_valid_mark",
+        "net.ipv4.fwmark_reflect",
+    ] {
+        ns.sysctl(key, "0").unwrap();
+    }
+    let prefixes = nets(&["0.0.0.0/0", "198.51.100.0/24", "::/0", "2001:db8:99::/48"]);
+    let (report, state) = ns
+        .run(|| {
+            block_on(async {
+                let routes = TunnelRoutes::new(config);
+                let report = routes.apply(TUN, &prefixes).await.expect("apply");
+                (report, routes.show().await.expect("show"))
+            })
+        })
+        .unwrap();
+    assert_eq!((report.rules_added, report.routes_added), (4, 4));
+    assert_eq!((report.rules_removed, report.routes_removed), (0, 0));
+
+    for family in ["-4", "-6"] {
+        let rules = ns.ip(&[family, "rule", "show"]).unwrap();
+        assert!(
+            rules.contains("32000:\tfrom all lookup main suppress_prefixlength 0 proto 76"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("32001:\tnot from all fwmark 0x4c47/0xffff lookup 1000 proto 76"),
+            "{rules}"
+        );
+    }
+    let v4 = ns.ip(&["-4", "route", "show", "table", "1000"]).unwrap();
+    assert!(
+        v4.contains("default dev lg-tun0 proto 76 scope link"),
+        "{v4}"
+    );
+    assert!(
+        v4.contains("198.51.100.0/24 dev lg-tun0 proto 76 scope link"),
+        "{v4}"
+    );
+    let v6 = ns.ip(&["-6", "route", "show", "table", "1000"]).unwrap();
+    assert!(v6.contains("default dev lg-tun0 proto 76"), "{v6}");
+    assert!(v6.contains("2001:db8:99::/48 dev lg-tun0 proto 76"), "{v6}");
+
+    for key in [
+        "net.ipv4.conf.all.src_valid_mark",
+        "net.ipv4.fwmark_reflect",
+        "net.ipv6.fwmark_reflect",
+    ] {
+        assert_eq!(read_sysctl(&ns, key), "1", "{key}");
+    }
+    let changed = report
+        .sysctls
+        .iter()
+        .find(|c| c.key == "net.ipv4.fwmark_reflect")
+        .unwrap();
+    assert_eq!(
+        (changed.previous.as_str(), changed.value.as_str()),
+        ("0", "1")
+    );
+
+    // What `show` reports matches what `ip` sees.
+    assert_eq!(state.rules.len(), 4);
+    assert_eq!(state.routes.len(), 4);
+    assert!(state
+        .routes
+        .iter()
+        .all(|r| r.device.as_deref() == Some(TUN) && r.table == 1000));
+    assert!(state
+        .rules
+        .iter()
+        .any(|r| r.priority == 32001
+            && r.selector == "not from all fwmark 0x4c47/0xffff lookup 1000"));
+    assert_eq!(state.conntrack_table.as_deref(), Some("loopguard_1000"));
+    if let Ok(ruleset) = ns.exec("nft", &["list", "ruleset"]) {
+        assert!(ruleset.contains("table inet loopguard_1000"), "{ruleset}");
+        assert!(ruleset.contains("ct mark set meta mark"), "{ruleset}");
+        assert!(ruleset.contains("meta mark set ct mark"), "{ruleset}");
+    }
+}
+
+#[test]
+fn apply_twice_is_idempotent() {
+    if loopguard_lab::skip_unprivileged("apply_twice_is_idempotent") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let prefixes = nets(&["0.0.0.0/0", "::/0"]);
+    let apply = || {
+        ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &prefixes)))
+            .unwrap()
+            .expect("apply")
+    };
+    apply();
+    let first = snapshot(&ns, config.table());
+    let again = apply();
+    assert_eq!(snapshot(&ns, config.table()), first);
+    assert_eq!(
+        (
+            again.rules_added,
+            again.rules_removed,
+            again.routes_added,
+            again.routes_removed
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(count_tagged(&first), 4 + 2, "{first}");
+}
+
+#[test]
+fn foreign_rules_and_routes_survive_apply_and_remove() {
+    if loopguard_lab::skip_unprivileged("foreign_rules_and_routes_survive_apply_and_remove") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let (p, p1, t) = (
+        config.priority().to_string(),
+        (config.priority() + 1).to_string(),
+        config.table().to_string(),
+    );
+    let mark = format!("{:#x}", config.mark());
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "198.51.100.7",
+        "lookup",
+        "main",
+        "priority",
+        &p,
+    ])
+    .unwrap();
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", &mark, "lookup", &t, "priority", &p1,
+    ])
+    .unwrap();
+    ns.ip(&[
+        "-6",
+        "rule",
+        "add",
+        "lookup",
+        "main",
+        "suppress_prefixlength",
+        "0",
+        "priority",
+        &p,
+    ])
+    .unwrap();
+    ns.ip(&["route", "add", "198.51.100.0/24", "dev", TUN, "table", &t])
+        .unwrap();
+    let foreign = snapshot(&ns, config.table());
+
+    let prefixes = nets(&["0.0.0.0/0", "::/0"]);
+    ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &prefixes)))
+        .unwrap()
+        .expect("apply");
+    let applied = snapshot(&ns, config.table());
+    for line in foreign.lines() {
+        assert!(
+            applied.contains(line),
+            "foreign `{line}` lost by apply:\n{applied}"
+        );
+    }
+    assert_eq!(count_tagged(&applied), 6, "{applied}");
+
+    let removed = ns
+        .run(|| block_on(TunnelRoutes::new(config).remove()))
+        .unwrap()
+        .expect("remove");
+    assert_eq!((removed.rules_removed, removed.routes_removed), (4, 2));
+    assert!(removed.conntrack_table_removed);
+    assert_eq!(
+        snapshot(&ns, config.table()),
+        foreign,
+        "remove left exactly the foreign state"
+    );
+
+    // Removing again, with nothing of ours left, is fine and changes nothing.
+    let again = ns
+        .run(|| block_on(TunnelRoutes::new(config).remove()))
+        .unwrap()
+        .expect("remove");
+    assert_eq!(
+        (
+            again.rules_removed,
+            again.routes_removed,
+            again.conntrack_table_removed
+        ),
+        (0, 0, false)
+    );
+    assert_eq!(snapshot(&ns, config.table()), foreign);
+}
+
+#[test]
+fn apply_cleans_what_a_killed_run_left() {
+    if loopguard_lab::skip_unprivileged("apply_cleans_what_a_killed_run_left") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let (p, p1, t) = (
+        config.priority().to_string(),
+        (config.priority() + 1).to_string(),
+        config.table().to_string(),
+    );
+    let proto = LOOPGUARD_PROTOCOL.to_string();
+    let mark = format!("{:#x}", config.mark());
+    // An old run's fwmark rule pointing at another table, an IPv6 rule although only IPv4 is
+    // wanted now, and a route no longer wanted.
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", &mark, "lookup", "777", "priority", &p1, "protocol", &proto,
+    ])
+    .unwrap();
+    ns.ip(&[
+        "-6",
+        "rule",
+        "add",
+        "lookup",
+        "main",
+        "suppress_prefixlength",
+        "0",
+        "priority",
+        &p,
+        "protocol",
+        &proto,
+    ])
+    .unwrap();
+    ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "dev",
+        TUN,
+        "table",
+        &t,
+        "proto",
+        &proto,
+    ])
+    .unwrap();
+
+    let report = ns
+        .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap()
+        .expect("apply");
+    assert_eq!((report.rules_removed, report.routes_removed), (2, 1));
+    assert_eq!((report.rules_added, report.routes_added), (2, 1));
+    let state = snapshot(&ns, config.table());
+    assert!(!state.contains("lookup 777"), "{state}");
+    assert!(!state.contains("203.0.113.0/24"), "{state}");
+    let v6 = ns.ip(&["-6", "rule", "show"]).unwrap();
+    assert_eq!(count_tagged(&v6), 0, "{v6}");
+    assert_eq!(count_tagged(&state), 3, "{state}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_changes_nothing() {
+    if loopguard_lab::skip_unprivileged("bad_input_is_a_clear_error_and_changes_nothing") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    ns.sysctl("net.ipv4.fwmark_reflect", "0").unwrap();
+    let before = snapshot(&ns, config.table());
+    let (missing, empty, host_bits, state) = ns
+        .run(|| {
+            block_on(async {
+                let routes = TunnelRoutes::new(config);
+                (
+                    routes.apply("lg-nope", &nets(&["0.0.0.0/0"])).await,
+                    routes.apply(TUN, &[]).await,
+                    routes.apply(TUN, &nets(&["192.0.2.1/24"])).await,
+                    routes.show().await.expect("show"),
+                )
+            })
+        })
+        .unwrap();
+    match missing {
+        Err(RoutesError::NoSuchDevice(name)) => assert_eq!(name, "lg-nope"),
+        other => panic!("expected NoSuchDevice, got {other:?}"),
+    }
+    assert!(matches!(empty, Err(RoutesError::NoPrefixes)), "{empty:?}");
+    assert!(
+        matches!(host_bits, Err(RoutesError::HostBitsSet { .. })),
+        "{host_bits:?}"
+    );
+    assert_eq!(snapshot(&ns, config.table()), before);
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
+    assert!(state.rules.is_empty() && state.routes.is_empty() && state.conntrack_table.is_none());
+}
+
+#[test]
+fn route_get_sends_unmarked_into_the_tunnel_and_marked_to_the_uplink() {
+    if loopguard_lab::skip_unprivileged(
+        "route_get_sends_unmarked_into_the_tunnel_and_marked_to_the_uplink",
+    ) {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let v4: IpAddr = "203.0.113.9".parse().unwrap();
+    let v6: IpAddr = "2001:db8:2::9".parse().unwrap();
+    let (before, results, unreachable) = ns
+        .run(|| {
+            block_on(async {
+                // Before apply, everything follows the main table's default routes.
+                let before = route_get(v4, None).await.expect("route get before apply");
+                TunnelRoutes::new(config)
+                    .apply(TUN, &nets(&["0.0.0.0/0", "::/0"]))
+                    .await
+                    .expect("apply");
+                let mut results = Vec::new();
+                for dst in [v4, v6] {
+                    results.push((
+                        route_get(dst, None).await.expect("unmarked"),
+                        route_get(dst, Some(config.mark())).await.expect("marked"),
+                    ));
+                }
+                // Without any route outside the tunnel, a marked lookup is unreachable.
+                TunnelRoutes::new(config).remove().await.expect("remove");
+                let unreachable = route_get("2001:db8:ffff::1".parse().unwrap(), Some(1)).await;
+                (before, results, unreachable)
+            })
+        })
+        .unwrap();
+    assert_eq!(before.interface.as_deref(), Some(UPLINK));
+
+    let (tun4, up4) = &results[0];
+    assert_eq!(tun4.interface.as_deref(), Some(TUN));
+    assert_eq!(tun4.table, Some(config.table()));
+    assert_eq!(tun4.gateway, None);
+    assert_eq!(up4.interface.as_deref(), Some(UPLINK));
+    assert_eq!(up4.table, Some(254));
+    assert_eq!(up4.gateway, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(up4.source, Some("192.0.2.2".parse().unwrap()));
+    assert!(up4.interface_index.is_some());
+
+    let (tun6, up6) = &results[1];
+    assert_eq!(tun6.interface.as_deref(), Some(TUN));
+    assert_eq!(tun6.table, Some(config.table()));
+    assert_eq!(up6.interface.as_deref(), Some(UPLINK));
+    assert_eq!(up6.table, Some(254));
+    assert_eq!(up6.gateway, Some("2001:db8:1::1".parse().unwrap()));
+
+    let _ = unreachable; // checked in its own test below
+}
+
+#[test]
+fn route_get_without_a_route_names_the_destination() {
+    if loopguard_lab::skip_unprivileged("route_get_without_a_route_names_the_destination") {
+        return;
+    }
+    let ns = Netns::create(&unique_name("rt")).expect("namespace");
+    let results = ns
+        .run(|| {
+            block_on(async {
+                let mut out = Vec::new();
+                for dst in ["192.0.2.77", "2001:db8::77"] {
+                    out.push(route_get(dst.parse().unwrap(), Some(0x4c47)).await);
+                }
+                out
+            })
+        })
+        .unwrap();
+    for r in results {
+        match r {
+            Err(e @ RoutesError::Unreachable { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("192.0.2.77") || text.contains("2001:db8::77"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+    }
+}
