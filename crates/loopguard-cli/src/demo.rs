@@ -1,0 +1,507 @@
+//! `loopguard demo`: a lab where a TUN device captures all traffic, and the same UDP and TCP
+//! exchanges made once through plain sockets (they loop into the TUN) and once through
+//! loopguard's factory (they reach the server, and nothing enters the TUN).
+//!
+//! Every number printed is measured: "echoed" counts echoes actually received by the client,
+//! "TUN packets" counts packets actually read from the TUN device and addressed to the server.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use loopguard::os::linux::TunnelRoutes;
+use loopguard::GuardConfig;
+use loopguard_lab::{remove_leftovers, EchoServers, Lab, Transport, TunCounter};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, Instant};
+
+/// Tag of every namespace the demo creates (`lg-demo...`), also used to clear leftovers.
+const TAG: &str = "demo";
+/// Port of the echo servers in the server namespace (the classic echo port).
+const ECHO_PORT: u16 = 7;
+/// UDP datagrams per path.
+const DATAGRAMS: u32 = 5;
+/// TCP connections per path.
+const CONNECTIONS: u32 = 3;
+/// How long a path may wait for its echoes or connections; a looping path always waits this.
+const PATH_TIMEOUT: Duration = Duration::from_millis(1200);
+/// Time for packets still in flight to reach the TUN reader before a path's count is read.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Plain sockets or sockets from loopguard's factory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SocketKind {
+    Plain,
+    Guarded,
+}
+
+/// One measured path: one socket kind, family and transport.
+#[derive(Clone, Debug, Serialize)]
+struct PathReport {
+    family: &'static str,
+    transport: &'static str,
+    socket: SocketKind,
+    destination: SocketAddr,
+    /// Datagrams sent, or connections attempted.
+    sent: u32,
+    /// Echoes received: datagrams, or connections whose message came back.
+    echoed: u32,
+    /// Packets to the server read from the TUN while this path ran.
+    tun_packets: u64,
+    /// Whether the path showed what it should.
+    ok: bool,
+    verdict: String,
+    /// The first error a socket reported, if any (a looping TCP connect times out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct DemoReport<'a> {
+    success: bool,
+    tun_device: &'a str,
+    tunnel_routes: [&'a str; 2],
+    paths: &'a [PathReport],
+}
+
+/// Runs the demo and prints its table (or, with `json`, one JSON object with a `paths`
+/// array). `Ok(true)` when every guarded path was fully echoed with zero packets in the TUN
+/// and every plain path looped into it; `Ok(false)` when the lab ran but the claim failed;
+/// an error when the lab could not run (not root, interrupted, a setup step failed).
+///
+/// Everything it creates is removed before it returns, also on Ctrl-C or SIGTERM.
+pub async fn run(json: bool) -> anyhow::Result<bool> {
+    if let Err(why) = loopguard_lab::lab_available() {
+        bail!("loopguard demo: {why}");
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    // The lab is built and driven on a blocking thread; this task only watches for signals and
+    // raises the flag that makes the body stop at its next step and drop (remove) everything.
+    let body = tokio::task::spawn_blocking({
+        let cancel = Arc::clone(&cancel);
+        move || demo(json, &cancel)
+    });
+    let watcher = tokio::spawn({
+        let cancel = Arc::clone(&cancel);
+        async move {
+            if wait_for_signal().await.is_ok() {
+                eprintln!("interrupted: removing the lab");
+                cancel.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    let result = body.await;
+    watcher.abort();
+    match result {
+        Ok(outcome) => outcome,
+        Err(e) => Err(anyhow!("the demo thread failed: {e}")),
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+    Ok(())
+}
+
+fn check(cancel: &AtomicBool) -> anyhow::Result<()> {
+    if cancel.load(Ordering::SeqCst) {
+        bail!("interrupted; the lab was removed");
+    }
+    Ok(())
+}
+
+/// The demo proper, on a blocking thread. Drop order (counter, echo servers, lab) detaches
+/// from the TUN, stops the servers, then deletes the namespaces with everything in them.
+fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
+    // A run killed with SIGKILL cannot clean up; its namespaces carry our tag.
+    remove_leftovers(TAG);
+    check(cancel)?;
+    let lab = Lab::build(TAG).context("building the lab of network namespaces")?;
+    check(cancel)?;
+    let servers = lab.server_addrs();
+    let echo =
+        EchoServers::start(lab.server(), &servers, ECHO_PORT).context("starting echo servers")?;
+    install_tunnel_routes(&lab)?;
+    check(cancel)?;
+    let counter = TunCounter::start(lab.client(), lab.tun(), servers.to_vec())
+        .context("attaching the TUN packet counter")?;
+    let reports = lab
+        .client()
+        .run(|| drive_traffic(&lab, &echo, &counter, cancel))
+        .context("running traffic in the client namespace")??;
+    let success = reports.iter().all(|r| r.ok);
+    if json {
+        let report = DemoReport {
+            success,
+            tun_device: lab.tun(),
+            tunnel_routes: ["0.0.0.0/0", "::/0"],
+            paths: &reports,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&lab, &reports, success);
+    }
+    Ok(success)
+}
+
+/// Installs `0.0.0.0/0` and `::/0` on the TUN with loopguard's own `TunnelRoutes`, inside the
+/// client namespace: its netlink sockets and sysctl writes act on the calling thread's
+/// namespace. Deleting the namespace later removes the rules, routes and nftables table too.
+fn install_tunnel_routes(lab: &Lab) -> anyhow::Result<()> {
+    let tun = lab.tun();
+    lab.client()
+        .run(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let routes = TunnelRoutes::new(GuardConfig::default());
+                let prefixes: [ipnet::IpNet; 2] = ["0.0.0.0/0".parse()?, "::/0".parse()?];
+                routes
+                    .apply(tun, &prefixes)
+                    .await
+                    .context("installing the tunnel routes on the TUN")?;
+                Ok(())
+            })
+        })
+        .context("entering the client namespace")?
+}
+
+/// Sends every path's traffic from inside the client namespace and measures it.
+fn drive_traffic(
+    lab: &Lab,
+    echo: &EchoServers,
+    counter: &TunCounter,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Vec<PathReport>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let factory =
+            loopguard::SocketFactory::new(loopguard::LinuxMark::new(GuardConfig::default()));
+        let mut reports = Vec::new();
+        // Plain sockets first: the problem, then the fix.
+        for socket in [SocketKind::Plain, SocketKind::Guarded] {
+            for ip in lab.server_addrs() {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    check(cancel)?;
+                    let destination = match transport {
+                        Transport::Tcp => echo.tcp_addr(ip),
+                        _ => echo.udp_addr(ip),
+                    }
+                    .ok_or_else(|| anyhow!("no echo server on {ip}"))?;
+                    let before = counter.count_to(ip, transport);
+                    let outcome = match transport {
+                        Transport::Tcp => tcp_path(socket, &factory, destination).await,
+                        _ => udp_path(socket, &factory, destination).await,
+                    };
+                    tokio::time::sleep(SETTLE).await;
+                    let tun_packets = counter.count_to(ip, transport).saturating_sub(before);
+                    reports.push(judge(
+                        socket,
+                        ip,
+                        transport,
+                        destination,
+                        outcome,
+                        tun_packets,
+                    ));
+                }
+            }
+        }
+        Ok(reports)
+    })
+}
+
+/// What one path's sockets achieved.
+struct Outcome {
+    sent: u32,
+    echoed: u32,
+    error: Option<String>,
+}
+
+fn judge(
+    socket: SocketKind,
+    ip: IpAddr,
+    transport: Transport,
+    destination: SocketAddr,
+    outcome: Outcome,
+    tun_packets: u64,
+) -> PathReport {
+    let (ok, verdict) = match socket {
+        SocketKind::Guarded => {
+            let delivered = outcome.sent > 0 && outcome.echoed == outcome.sent;
+            match (delivered, tun_packets) {
+                (true, 0) => (true, "delivered, no loop".to_owned()),
+                (true, n) => (false, format!("FAIL: {n} packets entered the TUN")),
+                (false, 0) => (false, "FAIL: not delivered".to_owned()),
+                (false, n) => (false, format!("FAIL: looped ({n} packets in the TUN)")),
+            }
+        }
+        SocketKind::Plain => match tun_packets {
+            0 => (false, "FAIL: expected a loop, none seen".to_owned()),
+            _ => (true, "looped into the TUN".to_owned()),
+        },
+    };
+    PathReport {
+        family: if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+        transport: if transport == Transport::Tcp {
+            "TCP"
+        } else {
+            "UDP"
+        },
+        socket,
+        destination,
+        sent: outcome.sent,
+        echoed: outcome.echoed,
+        tun_packets,
+        ok,
+        verdict,
+        error: outcome.error,
+    }
+}
+
+fn unspecified_for(destination: SocketAddr) -> SocketAddr {
+    match destination {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}
+
+fn payload(transport: &str, i: u32) -> Vec<u8> {
+    format!("loopguard demo {transport} #{i}").into_bytes()
+}
+
+/// The same address, with an IPv4-mapped IPv6 form folded to IPv4, for comparing senders.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Either kind of UDP socket, so both paths run the same exchange.
+enum Udp {
+    Plain(tokio::net::UdpSocket),
+    Guarded(loopguard::UdpSocket),
+}
+
+impl Udp {
+    async fn send(&self, payload: &[u8], dst: SocketAddr) -> anyhow::Result<()> {
+        match self {
+            Udp::Plain(s) => s.send_to(payload, dst).await.map(drop)?,
+            // `src` left empty: the strategy (the socket's mark) decides the path.
+            Udp::Guarded(s) => s.send(&loopguard::DatagramOut::new(dst, payload)).await?,
+        }
+        Ok(())
+    }
+
+    /// Receives one buffer: the sender and the datagrams in it.
+    async fn recv(&self, buf: &mut [u8]) -> anyhow::Result<(SocketAddr, Vec<Vec<u8>>)> {
+        match self {
+            Udp::Plain(s) => {
+                let (n, from) = s.recv_from(buf).await?;
+                Ok((from, vec![buf[..n].to_vec()]))
+            }
+            Udp::Guarded(s) => {
+                let meta = s.recv_from(buf).await?;
+                Ok((meta.addr, meta.datagrams(buf).map(<[u8]>::to_vec).collect()))
+            }
+        }
+    }
+}
+
+async fn udp_path(
+    kind: SocketKind,
+    factory: &loopguard::SocketFactory<loopguard::LinuxMark>,
+    dst: SocketAddr,
+) -> Outcome {
+    let mut outcome = Outcome {
+        sent: 0,
+        echoed: 0,
+        error: None,
+    };
+    let socket = match kind {
+        SocketKind::Plain => tokio::net::UdpSocket::bind(unspecified_for(dst))
+            .await
+            .map(Udp::Plain)
+            .map_err(anyhow::Error::from),
+        SocketKind::Guarded => factory
+            .bind(unspecified_for(dst))
+            .map(Udp::Guarded)
+            .map_err(anyhow::Error::from),
+    };
+    let socket = match socket {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.error = Some(format!("{e:#}"));
+            return outcome;
+        }
+    };
+    let mut pending = HashSet::new();
+    for i in 0..DATAGRAMS {
+        let p = payload("udp", i);
+        match socket.send(&p, dst).await {
+            Ok(()) => {
+                outcome.sent += 1;
+                pending.insert(p);
+            }
+            Err(e) => {
+                outcome.error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    let deadline = Instant::now() + PATH_TIMEOUT;
+    let mut buf = vec![0u8; 65_536];
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                outcome.error.get_or_insert_with(|| format!("{e:#}"));
+                break;
+            }
+            Ok(Ok((from, datagrams))) => {
+                if canonical(from) != canonical(dst) {
+                    continue;
+                }
+                // Only an echo of a datagram we sent, and each once, counts.
+                for d in datagrams {
+                    if pending.remove(&d) {
+                        outcome.echoed += 1;
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn tcp_path(
+    kind: SocketKind,
+    factory: &loopguard::SocketFactory<loopguard::LinuxMark>,
+    dst: SocketAddr,
+) -> Outcome {
+    // The connections run concurrently, so a looping path costs one timeout, not one each.
+    let attempts = (0..CONNECTIONS).map(|i| async move {
+        let message = payload("tcp", i);
+        let exchange = async {
+            let mut echo = vec![0u8; message.len()];
+            match kind {
+                SocketKind::Plain => {
+                    let mut s = tokio::net::TcpStream::connect(dst).await?;
+                    s.write_all(&message).await?;
+                    s.read_exact(&mut echo).await?;
+                }
+                SocketKind::Guarded => {
+                    let mut s = factory.connect(dst).await?;
+                    s.write_all(&message).await?;
+                    s.read_exact(&mut echo).await?;
+                }
+            }
+            anyhow::Ok(echo == message)
+        };
+        match timeout(PATH_TIMEOUT, exchange).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err("the echo differed from the message".to_owned()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            // Dropping the connect future closes the socket: no SYN retransmits later.
+            Err(_) => Err(format!(
+                "no connection within {} ms",
+                PATH_TIMEOUT.as_millis()
+            )),
+        }
+    });
+    let results = futures_join_all(attempts).await;
+    let mut outcome = Outcome {
+        sent: CONNECTIONS,
+        echoed: 0,
+        error: None,
+    };
+    for r in results {
+        match r {
+            Ok(()) => outcome.echoed += 1,
+            Err(e) => {
+                outcome.error.get_or_insert(e);
+            }
+        }
+    }
+    outcome
+}
+
+/// Polls a set of futures to completion together on the current task (a tiny `join_all`,
+/// so the CLI needs no extra crate for it).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
+    println!(
+        "loopguard demo: TUN {} in the client namespace captures 0.0.0.0/0 and ::/0 \
+         (loopguard TunnelRoutes, mark {:#x})",
+        lab.tun(),
+        GuardConfig::default().mark()
+    );
+    println!(
+        "server {} / {}: UDP and TCP echo on port {ECHO_PORT}; {DATAGRAMS} datagrams and \
+         {CONNECTIONS} connections per path\n",
+        lab.server_v4(),
+        lab.server_v6()
+    );
+    println!(
+        "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11}  verdict",
+        "family", "transport", "socket", "sent", "echoed", "TUN packets"
+    );
+    for r in reports {
+        let socket = match r.socket {
+            SocketKind::Plain => "plain",
+            SocketKind::Guarded => "guarded",
+        };
+        println!(
+            "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11}  {}",
+            r.family, r.transport, socket, r.sent, r.echoed, r.tun_packets, r.verdict
+        );
+    }
+    println!();
+    if success {
+        println!("OK: every guarded path was delivered with 0 packets in the TUN; every plain path looped.");
+    } else {
+        println!("FAILED: see the verdicts above.");
+        for r in reports.iter().filter(|r| !r.ok) {
+            if let Some(e) = &r.error {
+                println!("  {} {} {}: {e}", r.family, r.transport, r.verdict);
+            }
+        }
+    }
+}

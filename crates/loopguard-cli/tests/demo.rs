@@ -1,0 +1,146 @@
+//! `loopguard demo` end to end (root): the table and the JSON show guarded paths delivered
+//! with zero packets in the TUN and plain paths looping, and the lab is gone afterwards.
+
+use std::process::Command;
+
+fn demo_namespaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("lg-demo"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Rows of the printed table: (family, transport, socket, sent, echoed, tun packets).
+fn table_rows(stdout: &str) -> Vec<(String, String, String, u64, u64, u64)> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || !matches!(f[0], "IPv4" | "IPv6") {
+                return None;
+            }
+            Some((
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[2].to_owned(),
+                f[3].parse().ok()?,
+                f[4].parse().ok()?,
+                f[5].parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+// One test runs both outputs in turn: two demos at once would clear each other's namespaces
+// as leftovers.
+#[test]
+fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
+    if loopguard_lab::skip_unprivileged("demo_shows_the_loop_and_the_guard") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_loopguard"))
+        .arg("demo")
+        .output()
+        .expect("runs loopguard demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let rows = table_rows(&stdout);
+    assert_eq!(
+        rows.len(),
+        8,
+        "2 sockets x 2 families x 2 transports:\n{stdout}"
+    );
+    for family in ["IPv4", "IPv6"] {
+        for transport in ["UDP", "TCP"] {
+            for socket in ["plain", "guarded"] {
+                let n = rows
+                    .iter()
+                    .filter(|r| r.0 == family && r.1 == transport && r.2 == socket)
+                    .count();
+                assert_eq!(n, 1, "{family} {transport} {socket}:\n{stdout}");
+            }
+        }
+    }
+    for (family, transport, socket, sent, echoed, tun) in &rows {
+        let row = format!("{family} {transport} {socket}");
+        assert!(*sent > 0, "{row}");
+        if socket == "guarded" {
+            assert_eq!(*tun, 0, "{row}: no packet may enter the TUN\n{stdout}");
+            assert_eq!(echoed, sent, "{row}: all delivered\n{stdout}");
+        } else {
+            assert!(*tun > 0, "{row}: the loop must show\n{stdout}");
+            assert_eq!(
+                *echoed, 0,
+                "{row}: nothing comes back through the TUN\n{stdout}"
+            );
+        }
+    }
+    assert!(
+        demo_namespaces().is_empty(),
+        "left behind: {:?}",
+        demo_namespaces()
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_loopguard"))
+        .args(["demo", "--json"])
+        .output()
+        .expect("runs loopguard demo --json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["success"], true);
+    let paths = v["paths"].as_array().expect("paths array");
+    assert_eq!(paths.len(), 8);
+    for p in paths {
+        let tun = p["tun_packets"].as_u64().expect("tun_packets");
+        match p["socket"].as_str() {
+            Some("guarded") => {
+                assert_eq!(tun, 0, "{p}");
+                assert_eq!(p["echoed"], p["sent"], "{p}");
+            }
+            Some("plain") => assert!(tun > 0, "{p}"),
+            other => panic!("unexpected socket kind {other:?}"),
+        }
+    }
+    assert!(
+        demo_namespaces().is_empty(),
+        "left behind: {:?}",
+        demo_namespaces()
+    );
+}
+
+#[test]
+fn demo_without_root_says_so_and_fails() {
+    // Only meaningful as root: drop to `nobody` for the child with setpriv (util-linux).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("SKIPPED demo_without_root: needs root and setpriv to drop privileges");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_loopguard"))
+        .arg("demo")
+        .output()
+        .expect("runs setpriv");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("root"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
