@@ -10,6 +10,22 @@
 //!
 //! Interfaces live inside their own namespaces from the start, so their names never meet
 //! those of a parallel test and can stay fixed; the namespace names are unique.
+//!
+//! ```no_run
+//! use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
+//!
+//! # fn main() -> Result<(), loopguard_lab::LabError> {
+//! let lab = Lab::build("doc")?;
+//! // Declared after the lab, so they are dropped first: their threads hold the namespaces.
+//! let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 7)?;
+//! let counter = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())?;
+//! lab.route_all_into_tun_main_table()?;
+//! // ... send from a thread in `lab.client()`, then:
+//! let looped = counter.count_to(lab.server_v4().into(), Transport::Udp);
+//! # let _ = (echo, looped);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -68,6 +84,9 @@ const TUN: &str = "lg-tun0";
 const HALF_PREFIXES: [&str; 4] = ["0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"];
 
 /// Three namespaces (client, router, server) wired together, removed when dropped.
+///
+/// Drop [`TunCounter`](crate::TunCounter)s and [`EchoServers`](crate::EchoServers) before the
+/// lab: a thread that entered a namespace keeps it alive (unnamed) until the thread ends.
 #[derive(Debug)]
 pub struct Lab {
     client: Netns,
