@@ -1,5 +1,6 @@
 //! `loopguard demo` end to end (root): the table and the JSON show guarded paths delivered
 //! with zero packets in the TUN and plain paths looping, and the lab is gone afterwards.
+#![cfg(target_os = "linux")]
 
 use std::process::Command;
 

@@ -3,16 +3,33 @@
 //! Everything it creates is named with the `lg-` prefix and removed when the owning guard is
 //! dropped. It shells out to `ip` to build topologies: the library itself talks netlink, but a
 //! test lab written with the same commands a person would type is easier to check by hand.
+//!
+//! On other systems only [`LabError`] and [`skip_unprivileged`] exist (the latter always
+//! skips), so crates that depend on the lab still build for Windows, macOS and Android.
 
+#[cfg(target_os = "linux")]
 pub mod echo;
+#[cfg(target_os = "linux")]
 pub mod netns;
+#[cfg(target_os = "linux")]
 pub mod topology;
+#[cfg(target_os = "linux")]
 pub mod tun;
 
+#[cfg(target_os = "linux")]
 pub use echo::{EchoServers, EchoStats};
+#[cfg(target_os = "linux")]
 pub use netns::{lab_available, remove_leftovers, run_cmd, unique_name, Netns};
+#[cfg(target_os = "linux")]
 pub use topology::{Lab, LabOptions, RpFilter};
+#[cfg(target_os = "linux")]
 pub use tun::{parse_packet, PacketInfo, Transport, TunCounter, TunSnapshot};
+
+/// Network namespaces exist on Linux only.
+#[cfg(not(target_os = "linux"))]
+fn lab_available() -> Result<(), String> {
+    Err("the namespace lab needs Linux".into())
+}
 
 /// Why the lab could not be built or used.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The lab itself, in real namespaces (root): echo works through the router, routing
 //! everything into the TUN makes plain sockets loop, the counter sees it, and nothing is left.
+#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
