@@ -60,4 +60,4 @@ pub use tcp::{TcpSocket, TcpStream};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
 #[cfg(target_os = "linux")]
-pub use os::linux::{GuardConfig, LinuxMark};
+pub use os::linux::{GuardConfig, LinuxMark, TunnelRoutes};

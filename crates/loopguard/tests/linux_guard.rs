@@ -1,0 +1,291 @@
+//! The Linux guard end to end, in a lab of network namespaces: a client whose TUN device owns
+//! `0.0.0.0/0` and `::/0` (installed by `TunnelRoutes`), a router, and a server with UDP and
+//! TCP echo. "Entered the TUN" means read from the TUN device by the lab's counter.
+#![cfg(target_os = "linux")]
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use loopguard::os::linux::TunnelRoutes;
+use loopguard::{DatagramOut, Error, GuardConfig, LinuxMark, SocketFactory, UdpSocket};
+use loopguard_lab::echo::EchoServers;
+use loopguard_lab::topology::{Lab, LabOptions, RpFilter};
+use loopguard_lab::tun::{Transport, TunCounter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_millis(1500);
+
+/// A lab with the tunnel's routes applied, echo servers running and the TUN being counted.
+struct GuardedLab {
+    lab: Lab,
+    echo: EchoServers,
+    tun: TunCounter,
+    config: GuardConfig,
+}
+
+impl GuardedLab {
+    fn build(tag: &str, options: LabOptions) -> GuardedLab {
+        let lab = Lab::build_with(tag, options).expect("lab");
+        let config = GuardConfig::default();
+        let tun_name = lab.tun();
+        let routes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        lab.client()
+            .run(|| block_on(async { TunnelRoutes::new(config).apply(tun_name, &routes).await }))
+            .unwrap()
+            .expect("apply tunnel routes");
+        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
+        let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
+            .expect("tun counter");
+        GuardedLab {
+            lab,
+            echo,
+            tun,
+            config,
+        }
+    }
+
+    /// Runs `f` with a guarded factory inside the client namespace.
+    fn in_client<T: Send, F: Future<Output = T>>(
+        &self,
+        f: impl FnOnce(SocketFactory<LinuxMark>) -> F + Send,
+    ) -> T {
+        let config = self.config;
+        self.lab
+            .client()
+            .run(move || {
+                block_on(async move { f(SocketFactory::new(LinuxMark::new(config))).await })
+            })
+            .unwrap()
+    }
+
+    fn tun_packets_to(&self, ip: IpAddr) -> u64 {
+        let s = self.tun.snapshot();
+        s.count_to(ip, Transport::Udp)
+            + s.count_to(ip, Transport::Tcp)
+            + s.count_to(ip, Transport::Icmp)
+    }
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Sends `count` datagrams and returns how many echoes came back.
+async fn udp_round_trips(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    count: u32,
+) -> u32 {
+    let mut echoed = 0;
+    let mut buf = vec![0u8; 65535 * socket.gro_segments()];
+    for i in 0..count {
+        let payload = i.to_be_bytes();
+        let mut datagram = DatagramOut::new(dst, &payload);
+        datagram.src = src;
+        socket.send(&datagram).await.expect("guarded send");
+        if let Ok(Ok(meta)) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf)).await {
+            echoed += meta.datagrams(&buf).filter(|d| *d == payload).count() as u32;
+        }
+    }
+    echoed
+}
+
+/// Sends a few datagrams from a plain socket (no mark) and waits a moment: they should loop.
+async fn plain_udp_sends(dst: SocketAddr) {
+    let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .unwrap();
+    let plain = tokio::net::UdpSocket::bind(bind).await.unwrap();
+    for _ in 0..3 {
+        let _ = plain.send_to(b"plain", dst).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[test]
+fn guarded_udp_and_tcp_escape_the_tunnel_over_ipv4_and_ipv6() {
+    if loopguard_lab::skip_unprivileged("guarded_udp_and_tcp_escape_the_tunnel_over_ipv4_and_ipv6")
+    {
+        return;
+    }
+    let g = GuardedLab::build("gd", LabOptions::default());
+    let client_addrs = [
+        IpAddr::from(g.lab.client_v4()),
+        IpAddr::from(g.lab.client_v6()),
+    ];
+    for (server, client) in g.lab.server_addrs().into_iter().zip(client_addrs) {
+        let udp = g.echo.udp_addr(server).unwrap();
+        let tcp = g.echo.tcp_addr(server).unwrap();
+        let (unpinned, pinned, tcp_echo) = g.in_client(|factory| async move {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .unwrap();
+            let socket = factory.bind(bind).unwrap();
+            let unpinned = udp_round_trips(&socket, udp, None, 10).await;
+            let pinned = udp_round_trips(&socket, udp, Some(client), 10).await;
+            let mut stream = factory.connect(tcp).await.expect("guarded connect");
+            stream.write_all(b"control plane").await.unwrap();
+            let mut back = [0u8; 13];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut back))
+                .await
+                .unwrap()
+                .unwrap();
+            (unpinned, pinned, &back == b"control plane")
+        });
+        println!("{server}: UDP src None {unpinned}/10, UDP src {client} {pinned}/10, TCP echoed {tcp_echo}, TUN {}", g.tun_packets_to(server));
+        assert_eq!(unpinned, 10, "UDP with src None to {server}");
+        assert_eq!(pinned, 10, "UDP with explicit src to {server}");
+        assert!(tcp_echo, "TCP to {server}");
+        assert_eq!(
+            g.tun_packets_to(server),
+            0,
+            "guarded traffic to {server} entered the TUN"
+        );
+    }
+    // The zero above means something only if unguarded traffic does loop.
+    for server in g.lab.server_addrs() {
+        let udp = g.echo.udp_addr(server).unwrap();
+        g.lab
+            .client()
+            .run(|| block_on(plain_udp_sends(udp)))
+            .unwrap();
+        let looped = g.tun.count_to(server, Transport::Udp);
+        println!("{server}: plain UDP packets in the TUN: {looped}");
+        assert!(
+            looped >= 3,
+            "unguarded UDP to {server} did not enter the TUN: {looped}"
+        );
+    }
+}
+
+#[test]
+fn without_an_uplink_route_guarded_sockets_fail_closed() {
+    if loopguard_lab::skip_unprivileged("without_an_uplink_route_guarded_sockets_fail_closed") {
+        return;
+    }
+    let g = GuardedLab::build("fc", LabOptions::default());
+    g.lab
+        .client()
+        .ip(&["-4", "route", "del", "default"])
+        .unwrap();
+    g.lab
+        .client()
+        .ip(&["-6", "route", "del", "default"])
+        .unwrap();
+    for server in g.lab.server_addrs() {
+        let udp = g.echo.udp_addr(server).unwrap();
+        let tcp = g.echo.tcp_addr(server).unwrap();
+        let (udp_err, tcp_err) = g.in_client(|factory| async move {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .unwrap();
+            let socket = factory.bind(bind).unwrap();
+            let udp_err = socket
+                .send(&DatagramOut::new(udp, b"must not leak"))
+                .await
+                .unwrap_err();
+            let tcp_err = factory.connect(tcp).await.unwrap_err();
+            (udp_err, tcp_err)
+        });
+        println!("{server}: UDP: {udp_err}; TCP: {tcp_err}");
+        assert!(
+            matches!(udp_err, Error::HostUnreachable { destination } if destination == udp),
+            "{udp_err:?}"
+        );
+        assert!(
+            matches!(tcp_err, Error::HostUnreachable { destination } if destination == tcp),
+            "{tcp_err:?}"
+        );
+        assert_eq!(
+            g.tun_packets_to(server),
+            0,
+            "a guarded packet to {server} entered the TUN"
+        );
+        assert_eq!(g.echo.stats(server).udp_datagrams, 0);
+    }
+}
+
+#[test]
+fn strict_rp_filter_passes_replies_and_kernel_replies_stay_out_of_the_tunnel() {
+    if loopguard_lab::skip_unprivileged(
+        "strict_rp_filter_passes_replies_and_kernel_replies_stay_out_of_the_tunnel",
+    ) {
+        return;
+    }
+    let g = GuardedLab::build(
+        "rp",
+        LabOptions {
+            client_rp_filter: RpFilter::Strict,
+        },
+    );
+    let rp = g
+        .lab
+        .client()
+        .exec("sysctl", &["-n", "net.ipv4.conf.all.rp_filter"])
+        .unwrap();
+    assert_eq!(
+        rp.trim(),
+        "1",
+        "the client must filter strictly for this test to mean anything"
+    );
+    let server = IpAddr::from(g.lab.server_v4());
+    let udp = g.echo.udp_addr(server).unwrap();
+    let echoed = g.in_client(|factory| async move {
+        let socket = factory.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        udp_round_trips(&socket, udp, None, 10).await
+    });
+    println!("strict rp_filter: {echoed}/10 echoes");
+    assert_eq!(
+        echoed, 10,
+        "replies to a marked socket were dropped by rp_filter"
+    );
+
+    // A kernel-generated reply of a marked flow: the server writes to a guarded socket that has
+    // since closed, the client kernel answers "port unreachable". It must leave by the uplink
+    // (the server sees ECONNREFUSED), not enter the TUN.
+    let peer = std::sync::Arc::new(
+        g.lab
+            .server()
+            .run(|| std::net::UdpSocket::bind(SocketAddr::new(server, 0)).unwrap())
+            .unwrap(),
+    );
+    let peer_addr = peer.local_addr().unwrap();
+    let client_port = g.in_client(|factory| async move {
+        let socket = factory.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        socket
+            .send(&DatagramOut::new(peer_addr, b"open the flow"))
+            .await
+            .unwrap();
+        socket.local_addr().unwrap().port()
+    });
+    let client = SocketAddr::new(g.lab.client_v4().into(), client_port);
+    let mut buf = [0u8; 64];
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let (_, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(from, client);
+    peer.connect(client).unwrap();
+    peer.send(b"late reply").unwrap();
+    let refused = peer.recv(&mut buf).map_err(|e| e.kind());
+    let icmp_in_tun = g.tun.count_to(server, Transport::Icmp);
+    println!("kernel reply: server saw {refused:?}, ICMP packets in the TUN: {icmp_in_tun}");
+    assert_eq!(
+        refused,
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the port-unreachable never reached the server"
+    );
+    assert_eq!(icmp_in_tun, 0, "the kernel's reply entered the TUN");
+}
