@@ -1,0 +1,123 @@
+//! Argument parsing shared by several commands: numbers in decimal or hex, and the guard's
+//! mark, mask, table and priority.
+
+use clap::Args;
+
+/// Parses a `u32` written in decimal (`19527`) or hexadecimal with a `0x` prefix (`0x4c47`).
+///
+/// Used as a clap value parser, so a bad value is reported by clap together with the option
+/// that carried it.
+pub fn parse_u32(text: &str) -> Result<u32, String> {
+    let trimmed = text.trim();
+    let parsed = match trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => trimmed.parse::<u32>(),
+    };
+    parsed.map_err(|_| {
+        format!("`{text}` is not a 32-bit number (write it in decimal or as 0x-prefixed hex)")
+    })
+}
+
+/// The guard's numbers as given on the command line; anything left out takes the library's
+/// default (see `GuardConfig`).
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardArgs {
+    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x4c47]
+    #[arg(long, value_name = "MARK", value_parser = parse_u32)]
+    pub mark: Option<u32>,
+    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0xffffffff]
+    #[arg(long, value_name = "MASK", value_parser = parse_u32)]
+    pub mask: Option<u32>,
+    /// Routing table that holds the tunnel's routes [default: 19527 (0x4c47)]
+    #[arg(long, value_name = "TABLE", value_parser = parse_u32)]
+    pub table: Option<u32>,
+    /// Priority of the first policy rule; the second sits at PRIORITY+1 [default: 32000]
+    #[arg(long, value_name = "PRIORITY", value_parser = parse_u32)]
+    pub priority: Option<u32>,
+}
+
+/// Only the mark, for commands that make guarded sockets but install nothing.
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarkArg {
+    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x4c47]
+    #[arg(long, value_name = "MARK", value_parser = parse_u32)]
+    pub mark: Option<u32>,
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{GuardArgs, MarkArg};
+    use loopguard::GuardConfig;
+
+    impl GuardArgs {
+        /// The checked configuration, or an error saying which value cannot work.
+        pub fn config(&self) -> anyhow::Result<GuardConfig> {
+            GuardConfig::new(
+                self.mark.unwrap_or(GuardConfig::DEFAULT_MARK),
+                self.mask.unwrap_or(GuardConfig::DEFAULT_MASK),
+                self.table.unwrap_or(GuardConfig::DEFAULT_TABLE),
+                self.priority.unwrap_or(GuardConfig::DEFAULT_PRIORITY),
+            )
+            .map_err(|e| anyhow::Error::new(crate::UsageError(format!("bad guard setting: {e}"))))
+        }
+    }
+
+    impl MarkArg {
+        /// The checked configuration with this mark and the library's other defaults.
+        pub fn config(&self) -> anyhow::Result<GuardConfig> {
+            GuardArgs {
+                mark: self.mark,
+                ..GuardArgs::default()
+            }
+            .config()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_decimal_and_hex() {
+        assert_eq!(parse_u32("19527"), Ok(19527));
+        assert_eq!(parse_u32("0x4c47"), Ok(0x4c47));
+        assert_eq!(parse_u32("0X4C47"), Ok(0x4c47));
+        assert_eq!(parse_u32("0xffffffff"), Ok(u32::MAX));
+    }
+
+    #[test]
+    fn bad_numbers_name_the_value() {
+        for bad in ["", "0x", "-1", "0x1_0000_0000", "4294967296", "mark", "12a"] {
+            let e = parse_u32(bad).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn defaults_are_the_library_defaults_and_match_the_help_text() {
+        use loopguard::GuardConfig;
+        assert_eq!(
+            GuardArgs::default().config().unwrap(),
+            GuardConfig::default()
+        );
+        assert_eq!(MarkArg::default().config().unwrap(), GuardConfig::default());
+        // The help text hard-codes the defaults (they are not known on other systems).
+        assert_eq!(GuardConfig::DEFAULT_MARK, 0x4c47);
+        assert_eq!(GuardConfig::DEFAULT_MASK, 0xffff_ffff);
+        assert_eq!(GuardConfig::DEFAULT_TABLE, 19527);
+        assert_eq!(GuardConfig::DEFAULT_PRIORITY, 32000);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mark_zero_is_a_usage_error_naming_the_mark() {
+        let e = MarkArg { mark: Some(0) }.config().unwrap_err();
+        assert!(e.downcast_ref::<crate::UsageError>().is_some());
+        assert!(e.to_string().contains("mark 0"), "{e}");
+    }
+}

@@ -1,0 +1,414 @@
+//! `loopguard probe udp|tcp ADDR:PORT`: round trips to an echo server through a guarded socket.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::args::MarkArg;
+
+/// Transport to probe with.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One datagram per round trip, echoed back by the server.
+    Udp,
+    /// One connection; each round trip writes a message and reads the echo.
+    Tcp,
+}
+
+/// Arguments of `loopguard probe`.
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// Transport: udp or tcp
+    #[arg(value_enum)]
+    pub transport: Transport,
+    /// Address of an echo server.
+    #[arg(
+        value_name = "ADDR:PORT",
+        help = "Address of an echo server, e.g. 192.0.2.1:7 or [2001:db8::1]:7"
+    )]
+    pub destination: SocketAddr,
+    #[command(flatten)]
+    pub mark: MarkArg,
+    /// Number of round trips
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// Bytes per message
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=65_507))]
+    pub size: u32,
+    /// How long to wait for each echo (and for the TCP connection), in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One failed round trip.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Round number, from 1.
+    pub round: u32,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What a probe found; printed as text or as JSON.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Report {
+    /// `udp` or `tcp`.
+    pub transport: Transport,
+    /// The echo server.
+    pub destination: SocketAddr,
+    /// The mark the socket carried.
+    pub mark: u32,
+    /// Bytes per message.
+    pub size: u32,
+    /// Round trips asked for.
+    pub count: u32,
+    /// Messages handed to the socket.
+    pub sent: u32,
+    /// Correct echoes received in time.
+    pub received: u32,
+    /// Round-trip time of each received echo, in milliseconds, in order.
+    pub rtt_ms: Vec<f64>,
+    /// Round trips that failed, with the reason.
+    pub failures: Vec<Failure>,
+    /// An error that stopped the probe (unreachable destination, protection refused), if any.
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// Whether every round trip succeeded.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.received == self.count
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!(
+            "probe {} {} with mark {:#x}: {} round trip(s) of {} bytes\n",
+            serde_json::to_value(self.transport)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            self.destination,
+            self.mark,
+            self.count,
+            self.size
+        );
+        let mut rtts = self.rtt_ms.iter();
+        for round in 1..=self.count {
+            if let Some(f) = self.failures.iter().find(|f| f.round == round) {
+                out.push_str(&format!("  {round}: failed: {}\n", f.error));
+            } else if let Some(rtt) = rtts.next() {
+                out.push_str(&format!("  {round}: {rtt:.3} ms\n"));
+            }
+        }
+        out.push_str(&format!(
+            "{} sent, {} received, {} failed",
+            self.sent,
+            self.received,
+            self.count - self.received
+        ));
+        if !self.rtt_ms.is_empty() {
+            let min = self.rtt_ms.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = self.rtt_ms.iter().copied().fold(0.0, f64::max);
+            let avg = self.rtt_ms.iter().sum::<f64>() / self.rtt_ms.len() as f64;
+            out.push_str(&format!("; rtt min/avg/max {min:.3}/{avg:.3}/{max:.3} ms"));
+        }
+        out
+    }
+}
+
+/// The payload of round `round`: every round differs, so a late echo of an earlier round is
+/// never taken for the current one.
+pub fn payload(round: u32, size: u32) -> Vec<u8> {
+    let seed = round.wrapping_mul(0x9e37_79b9);
+    (0..size)
+        .map(|i| (seed.wrapping_add(i.wrapping_mul(31)) >> 3) as u8 ^ (round as u8))
+        .collect()
+}
+
+/// A duration in milliseconds, rounded to the microsecond.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Runs the probe; `Ok(true)` when every round trip succeeded.
+#[cfg(target_os = "linux")]
+pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
+    check_destination(args.destination)?;
+    let config = args.mark.config()?;
+    let report = linux::probe(&args, config).await;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    if let Some(error) = &report.error {
+        eprintln!("error: {error}");
+    }
+    Ok(report.ok())
+}
+
+/// Runs the probe: Linux only.
+#[cfg(not(target_os = "linux"))]
+pub async fn run(_args: ProbeArgs) -> anyhow::Result<bool> {
+    Err(crate::linux_only("probe"))
+}
+
+fn check_destination(destination: SocketAddr) -> anyhow::Result<()> {
+    if destination.port() == 0 {
+        return Err(crate::UsageError(format!(
+            "destination {destination}: port 0 is not a port one can send to"
+        ))
+        .into());
+    }
+    if destination.ip().is_unspecified() {
+        return Err(crate::UsageError(format!(
+            "destination {destination}: the unspecified address is not a destination"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Says what a library error means for the probe, in words a user can act on.
+#[cfg(target_os = "linux")]
+pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
+    use loopguard::Error;
+    match error {
+        Error::HostUnreachable { destination } => {
+            format!("{destination} is unreachable: no route outside the tunnel leads there (nothing was sent)")
+        }
+        Error::Protection(p) => format!("protection failed, nothing was sent: {p}"),
+        Error::Io(e) => match e.raw_os_error() {
+            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => {
+                format!("{destination} is unreachable: {e}")
+            }
+            Some(libc::ECONNREFUSED) => {
+                format!("{destination} refused: nothing listens there ({e})")
+            }
+            _ => format!("{destination}: {e}"),
+        },
+        other => format!("{destination}: {other}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+
+    use super::{describe, millis, payload, Failure, ProbeArgs, Report, Transport};
+
+    pub(super) async fn probe(args: &ProbeArgs, config: GuardConfig) -> Report {
+        let mut report = Report {
+            transport: args.transport,
+            destination: args.destination,
+            mark: config.mark(),
+            size: args.size,
+            count: args.count,
+            sent: 0,
+            received: 0,
+            rtt_ms: Vec::new(),
+            failures: Vec::new(),
+            error: None,
+        };
+        let factory = SocketFactory::new(LinuxMark::new(config));
+        let wait = Duration::from_millis(args.timeout_ms);
+        match args.transport {
+            Transport::Udp => udp(&factory, args, wait, &mut report).await,
+            Transport::Tcp => tcp(&factory, args, wait, &mut report).await,
+        }
+        report
+    }
+
+    async fn udp(
+        factory: &SocketFactory<LinuxMark>,
+        args: &ProbeArgs,
+        wait: Duration,
+        report: &mut Report,
+    ) {
+        let dst = args.destination;
+        let local: SocketAddr = if dst.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match factory.bind(local) {
+            Ok(s) => s,
+            Err(e) => {
+                report.error = Some(describe(&e, dst));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 65_536];
+        for round in 1..=args.count {
+            let message = payload(round, args.size);
+            let start = Instant::now();
+            if let Err(e) = socket.send(&DatagramOut::new(dst, &message)).await {
+                let fatal = e.is_fatal() || matches!(e, loopguard::Error::HostUnreachable { .. });
+                let text = describe(&e, dst);
+                if fatal {
+                    report.error = Some(text);
+                    return;
+                }
+                report.failures.push(Failure { round, error: text });
+                continue;
+            }
+            report.sent += 1;
+            let deadline = start + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match timeout(left, socket.recv_from(&mut buf)).await {
+                    Err(_) => {
+                        report.failures.push(Failure {
+                            round,
+                            error: format!("no echo within {} ms", args.timeout_ms),
+                        });
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        let e = loopguard::Error::Io(e);
+                        report.failures.push(Failure {
+                            round,
+                            error: describe(&e, dst),
+                        });
+                        break;
+                    }
+                    Ok(Ok(meta)) => {
+                        // Stale echoes of earlier rounds and strangers' datagrams are skipped.
+                        let echoed = meta.addr == dst && meta.datagrams(&buf).any(|d| d == message);
+                        if echoed {
+                            report.received += 1;
+                            report.rtt_ms.push(millis(start.elapsed()));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn tcp(
+        factory: &SocketFactory<LinuxMark>,
+        args: &ProbeArgs,
+        wait: Duration,
+        report: &mut Report,
+    ) {
+        let dst = args.destination;
+        let mut stream = match timeout(wait, factory.connect(dst)).await {
+            Err(_) => {
+                report.error = Some(format!(
+                    "{dst}: no connection within {} ms",
+                    args.timeout_ms
+                ));
+                return;
+            }
+            Ok(Err(e)) => {
+                report.error = Some(describe(&e, dst));
+                return;
+            }
+            Ok(Ok(s)) => s,
+        };
+        let mut buf = vec![0u8; args.size as usize];
+        for round in 1..=args.count {
+            let message = payload(round, args.size);
+            let start = Instant::now();
+            let result = timeout(wait, async {
+                stream.write_all(&message).await?;
+                report.sent += 1;
+                stream.read_exact(&mut buf).await?;
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            let error = match result {
+                Ok(Ok(())) if buf == message => {
+                    report.received += 1;
+                    report.rtt_ms.push(millis(start.elapsed()));
+                    continue;
+                }
+                Ok(Ok(())) => "the echo differs from what was sent".to_owned(),
+                Ok(Err(e)) => describe(&loopguard::Error::Io(e), dst),
+                Err(_) => format!("no echo within {} ms", args.timeout_ms),
+            };
+            // The stream's state is unknown after a failure: the remaining rounds fail too.
+            for r in round..=args.count {
+                report.failures.push(Failure {
+                    round: r,
+                    error: error.clone(),
+                });
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_rounds_to_microseconds() {
+        assert_eq!(millis(std::time::Duration::from_nanos(1_234_567)), 1.235);
+    }
+
+    #[test]
+    fn payloads_differ_between_rounds_and_have_the_size() {
+        assert_eq!(payload(1, 64).len(), 64);
+        assert_eq!(payload(1, 1).len(), 1);
+        assert_ne!(payload(1, 64), payload(2, 64));
+        assert_eq!(payload(7, 100), payload(7, 100));
+    }
+
+    #[test]
+    fn a_report_is_ok_only_when_every_round_came_back() {
+        let mut r = Report {
+            transport: Transport::Udp,
+            destination: "192.0.2.1:7".parse().unwrap(),
+            mark: 0x4c47,
+            size: 64,
+            count: 2,
+            sent: 2,
+            received: 2,
+            rtt_ms: vec![0.5, 0.25],
+            failures: vec![],
+            error: None,
+        };
+        assert!(r.ok());
+        let text = r.text();
+        assert!(
+            text.contains("  1: 0.500 ms") && text.contains("  2: 0.250 ms"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["transport"], "udp");
+        assert_eq!(json["rtt_ms"], serde_json::json!([0.5, 0.25]));
+        r.received = 1;
+        r.rtt_ms.pop();
+        r.failures.push(Failure {
+            round: 2,
+            error: "no echo within 1000 ms".into(),
+        });
+        assert!(!r.ok());
+        assert!(r.text().contains("  2: failed: no echo within 1000 ms"));
+    }
+
+    #[test]
+    fn port_zero_and_unspecified_destinations_are_usage_errors() {
+        for bad in ["192.0.2.1:0", "0.0.0.0:7", "[::]:7"] {
+            let e = check_destination(bad.parse().unwrap()).unwrap_err();
+            assert!(e.downcast_ref::<crate::UsageError>().is_some(), "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        assert!(check_destination("192.0.2.1:7".parse().unwrap()).is_ok());
+    }
+}

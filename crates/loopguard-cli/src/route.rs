@@ -1,0 +1,157 @@
+//! `loopguard route get DST`: the kernel's own route for a guarded socket.
+
+use std::net::IpAddr;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::args::MarkArg;
+
+/// Arguments of `loopguard route`.
+#[derive(Args, Debug)]
+pub struct RouteArgs {
+    #[command(subcommand)]
+    pub command: RouteCommand,
+}
+
+/// Subcommands of `loopguard route`.
+#[derive(Subcommand, Debug)]
+pub enum RouteCommand {
+    /// Ask the kernel (RTM_GETROUTE carrying the mark) where a guarded socket's packets to DST
+    /// would go
+    Get(GetArgs),
+}
+
+/// Arguments of `loopguard route get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Destination address, IPv4 or IPv6
+    #[arg(value_name = "DST")]
+    pub destination: IpAddr,
+    #[command(flatten)]
+    pub mark: MarkArg,
+    /// The tunnel's interface: report whether the route enters it
+    #[arg(long, value_name = "IFACE")]
+    pub tunnel: Option<String>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The kernel's answer, as printed.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The destination asked about.
+    pub destination: IpAddr,
+    /// Output interface name.
+    pub interface: Option<String>,
+    /// Source address the kernel would choose.
+    pub source: Option<IpAddr>,
+    /// Next hop, if the destination is not on a directly connected network.
+    pub gateway: Option<IpAddr>,
+    /// Routing table the route came from.
+    pub table: Option<u32>,
+    /// Whether the route enters the `--tunnel` interface; `null` without `--tunnel`.
+    pub enters_tunnel: Option<bool>,
+}
+
+impl Answer {
+    fn text(&self, mark: u32) -> String {
+        fn or_none<T: ToString>(v: &Option<T>) -> String {
+            v.as_ref()
+                .map(T::to_string)
+                .unwrap_or_else(|| "-".to_owned())
+        }
+        let enters = match self.enters_tunnel {
+            Some(true) => "yes: this is a loop".to_owned(),
+            Some(false) => "no".to_owned(),
+            None => "- (no --tunnel given)".to_owned(),
+        };
+        format!(
+            "route to {} for a socket with mark {mark:#x}\n  interface      {}\n  source         {}\n  gateway        {}\n  table          {}\n  enters_tunnel  {enters}",
+            self.destination,
+            or_none(&self.interface),
+            or_none(&self.source),
+            or_none(&self.gateway),
+            or_none(&self.table),
+        )
+    }
+}
+
+/// Runs `loopguard route ...`; `Ok(true)` when the kernel answered.
+#[cfg(target_os = "linux")]
+pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let RouteCommand::Get(args) = args.command;
+    let config = args.mark.config()?;
+    let route = loopguard::os::linux::route_get(args.destination, Some(config.mark()))
+        .await
+        .with_context(|| {
+            format!(
+                "no route to {} for mark {:#x}",
+                args.destination,
+                config.mark()
+            )
+        })?;
+    let enters_tunnel = args
+        .tunnel
+        .as_ref()
+        .map(|t| route.interface.as_deref() == Some(t.as_str()));
+    let answer = Answer {
+        destination: args.destination,
+        interface: route.interface,
+        source: route.source,
+        gateway: route.gateway,
+        table: route.table,
+        enters_tunnel,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&answer)?);
+    } else {
+        println!("{}", answer.text(config.mark()));
+    }
+    Ok(true)
+}
+
+/// Runs `loopguard route ...`: Linux only.
+#[cfg(not(target_os = "linux"))]
+pub async fn run(_args: RouteArgs) -> anyhow::Result<bool> {
+    Err(crate::linux_only("route"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_exactly_the_documented_keys() {
+        let a = Answer {
+            destination: "192.0.2.9".parse().unwrap(),
+            interface: Some("lg-up".into()),
+            source: Some("192.0.2.1".parse().unwrap()),
+            gateway: None,
+            table: Some(254),
+            enters_tunnel: Some(false),
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "destination",
+                "enters_tunnel",
+                "gateway",
+                "interface",
+                "source",
+                "table"
+            ]
+        );
+        assert_eq!(v["destination"], "192.0.2.9");
+        assert_eq!(v["gateway"], serde_json::Value::Null);
+        let text = a.text(0x4c47);
+        assert!(
+            text.contains("lg-up") && text.contains("0x4c47") && text.contains("enters_tunnel  no")
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! `loopguard routes apply|show|remove`: a tunnel's routes in their own table and the policy
+//! rules that keep guarded (marked) sockets out of it, for an existing TUN device.
+
+use clap::{Args, Subcommand};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::args::GuardArgs;
+
+/// Arguments of `loopguard routes`.
+#[derive(Args, Debug)]
+pub struct RoutesArgs {
+    #[command(subcommand)]
+    pub command: RoutesCommand,
+}
+
+/// Subcommands of `loopguard routes`.
+#[derive(Subcommand, Debug)]
+pub enum RoutesCommand {
+    /// Install the tunnel's routes on a device in the guard's table, the two policy rules,
+    /// and what strict rp_filter needs; removes loopguard's stale rules and routes first.
+    /// Idempotent
+    Apply(ApplyArgs),
+    /// Show the rules, routes and nftables table loopguard installed for this configuration
+    Show(ShowArgs),
+    /// Remove the rules, routes and nftables table loopguard installed for this
+    /// configuration, and nothing else
+    Remove(ShowArgs),
+}
+
+/// Arguments of `loopguard routes apply`.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The tunnel's device (for example a TUN); it must exist and be up
+    #[arg(long, value_name = "IFACE")]
+    pub dev: String,
+    /// A prefix to route into the tunnel, IPv4 or IPv6 (repeat or list several, e.g.
+    /// --route 0.0.0.0/0 ::/0)
+    #[arg(long = "route", value_name = "CIDR", required = true, num_args = 1.., value_parser = parse_net)]
+    pub routes: Vec<IpNet>,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `loopguard routes show` and `loopguard routes remove`.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub guard: GuardArgs,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a prefix such as `192.0.2.0/24` or `2001:db8::/32`, naming the value when it is not
+/// one.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.trim().parse::<IpNet>().map_err(|_| {
+        format!(
+            "`{text}` is not an IPv4 or IPv6 prefix (write it like 192.0.2.0/24 or 2001:db8::/32)"
+        )
+    })
+}
+
+/// The guard numbers, as printed in JSON.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigJson {
+    /// Socket mark.
+    pub mark: u32,
+    /// Mark mask.
+    pub mask: u32,
+    /// Routing table.
+    pub table: u32,
+    /// Priority of the first rule.
+    pub priority: u32,
+}
+
+/// Runs `loopguard routes ...`; `Ok(true)` on success.
+#[cfg(target_os = "linux")]
+pub async fn run(args: RoutesArgs) -> anyhow::Result<bool> {
+    match args.command {
+        RoutesCommand::Apply(a) => linux::apply(a).await,
+        RoutesCommand::Show(a) => linux::show(a).await,
+        RoutesCommand::Remove(a) => linux::remove(a).await,
+    }
+}
+
+/// Runs `loopguard routes ...`: Linux only.
+#[cfg(not(target_os = "linux"))]
+pub async fn run(_args: RoutesArgs) -> anyhow::Result<bool> {
+    Err(crate::linux_only("routes"))
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use loopguard::os::linux::{RoutesError, RoutesState, TunnelRoutes};
+    use loopguard::GuardConfig;
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::{ApplyArgs, ConfigJson, ShowArgs};
+    use crate::UsageError;
+
+    fn config_json(c: &GuardConfig) -> ConfigJson {
+        ConfigJson {
+            mark: c.mark(),
+            mask: c.mask(),
+            table: c.table(),
+            priority: c.priority(),
+        }
+    }
+
+    /// Errors about what the user typed exit with status 2, like clap's; the rest with 1.
+    fn classify(e: RoutesError) -> anyhow::Error {
+        match e {
+            RoutesError::NoSuchDevice(_)
+            | RoutesError::BadDeviceName(_)
+            | RoutesError::NoPrefixes
+            | RoutesError::HostBitsSet { .. } => UsageError(format!("nothing changed: {e}")).into(),
+            other => anyhow::Error::new(other),
+        }
+    }
+
+    fn print<T: Serialize>(
+        json: bool,
+        value: &T,
+        text: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(value)?);
+        } else {
+            println!("{}", text());
+        }
+        Ok(())
+    }
+
+    pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<bool> {
+        let config = args.guard.config()?;
+        let routes = TunnelRoutes::new(config);
+        let report = routes
+            .apply(&args.dev, &args.routes)
+            .await
+            .map_err(classify)?;
+        let prefixes: Vec<String> = args.routes.iter().map(ToString::to_string).collect();
+        let sysctls: Vec<_> = report
+            .sysctls
+            .iter()
+            .map(|s| json!({ "key": s.key, "previous": s.previous, "value": s.value }))
+            .collect();
+        let value = json!({
+            "config": config_json(&config),
+            "device": args.dev,
+            "routes": prefixes,
+            "rules_added": report.rules_added,
+            "rules_removed": report.rules_removed,
+            "routes_added": report.routes_added,
+            "routes_removed": report.routes_removed,
+            "sysctls": sysctls,
+            "conntrack_table": report.conntrack_table,
+        });
+        print(args.json, &value, || {
+            let mut t = format!(
+                "applied {} on {} ({config})\n  rules added {}, stale removed {}; routes added {}, stale removed {}\n  nftables table inet {} saves and restores the mark (strict rp_filter)",
+                prefixes.join(", "),
+                args.dev,
+                report.rules_added,
+                report.rules_removed,
+                report.routes_added,
+                report.routes_removed,
+                report.conntrack_table,
+            );
+            for s in &report.sysctls {
+                t += &format!("\n  sysctl {} = {} (was {})", s.key, s.value, s.previous);
+            }
+            t
+        })?;
+        Ok(true)
+    }
+
+    fn state_json(config: &GuardConfig, state: &RoutesState) -> serde_json::Value {
+        let rules: Vec<_> = state
+            .rules
+            .iter()
+            .map(|r| {
+                json!({
+                    "priority": r.priority,
+                    "family": r.family.to_string(),
+                    "selector": r.selector,
+                    "table": r.table,
+                })
+            })
+            .collect();
+        let routes: Vec<_> = state
+            .routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "prefix": r.prefix.to_string(),
+                    "device": r.device,
+                    "device_index": r.device_index,
+                    "table": r.table,
+                })
+            })
+            .collect();
+        json!({
+            "config": config_json(config),
+            "rules": rules,
+            "routes": routes,
+            "conntrack_table": state.conntrack_table,
+        })
+    }
+
+    fn state_text(config: &GuardConfig, state: &RoutesState) -> String {
+        if state.rules.is_empty() && state.routes.is_empty() && state.conntrack_table.is_none() {
+            return format!("nothing installed by loopguard for {config}");
+        }
+        let mut t = format!("installed by loopguard for {config}:\n  rules:");
+        if state.rules.is_empty() {
+            t += " none";
+        }
+        for r in &state.rules {
+            t += &format!("\n    {}: {} {}", r.priority, r.family, r.selector);
+        }
+        t += "\n  routes:";
+        if state.routes.is_empty() {
+            t += " none";
+        }
+        for r in &state.routes {
+            let dev = match (&r.device, r.device_index) {
+                (Some(name), _) => name.clone(),
+                (None, Some(i)) => format!("index {i} (gone)"),
+                (None, None) => "-".to_owned(),
+            };
+            t += &format!("\n    {} dev {dev} table {}", r.prefix, r.table);
+        }
+        t += &format!(
+            "\n  nftables table: {}",
+            state
+                .conntrack_table
+                .as_deref()
+                .map(|n| format!("inet {n}"))
+                .unwrap_or_else(|| "none".into())
+        );
+        t
+    }
+
+    pub(super) async fn show(args: ShowArgs) -> anyhow::Result<bool> {
+        let config = args.guard.config()?;
+        let state = TunnelRoutes::new(config).show().await.map_err(classify)?;
+        print(args.json, &state_json(&config, &state), || {
+            state_text(&config, &state)
+        })?;
+        Ok(true)
+    }
+
+    pub(super) async fn remove(args: ShowArgs) -> anyhow::Result<bool> {
+        let config = args.guard.config()?;
+        let report = TunnelRoutes::new(config).remove().await.map_err(classify)?;
+        let value = json!({
+            "config": config_json(&config),
+            "rules_removed": report.rules_removed,
+            "routes_removed": report.routes_removed,
+            "conntrack_table_removed": report.conntrack_table_removed,
+        });
+        print(args.json, &value, || {
+            format!(
+                "removed {} rule(s), {} route(s){} ({config})",
+                report.rules_removed,
+                report.routes_removed,
+                if report.conntrack_table_removed {
+                    " and the nftables table"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_net("192.0.2.0/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(parse_net("0.0.0.0/0").unwrap().prefix_len(), 0);
+        for bad in [
+            "300.1.2.3/40",
+            "192.0.2.0/33",
+            "192.0.2.0",
+            "2001:db8::/129",
+            "x",
+        ] {
+            let e = parse_net(bad).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+}

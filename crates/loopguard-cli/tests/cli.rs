@@ -1,0 +1,740 @@
+//! The `loopguard` binary as a user runs it: help, argument errors, and (as root, inside
+//! network namespaces of its own) probes, route look-ups and tunnel routes.
+#![cfg(target_os = "linux")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use loopguard_lab::{skip_unprivileged, unique_name, Netns};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopguard");
+
+/// Runs `loopguard ARGS`, inside `ns` when given.
+fn loopguard(ns: Option<&Netns>, args: &[&str]) -> Output {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns.name(), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cannot run loopguard")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
+}
+
+/// Everything in a namespace that a wrong `routes` command could change.
+fn state(ns: &Netns) -> String {
+    let mut s = String::new();
+    for args in [
+        &["-4", "rule", "show"][..],
+        &["-6", "rule", "show"],
+        &["-4", "route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+        &["link", "show"],
+    ] {
+        s += &ns.ip(args).expect("ip");
+    }
+    s
+}
+
+fn ns(tag: &str) -> Netns {
+    Netns::create(&unique_name(tag)).expect("cannot create namespace")
+}
+
+/// An up device `name` inside `ns`: one end of a veth pair whose other end (`<name>p`) stays
+/// in the namespace too (not every kernel has the dummy driver).
+fn link(ns: &Netns, name: &str) {
+    let peer = format!("{name}p");
+    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])
+        .unwrap();
+    ns.ip(&["link", "set", name, "up"]).unwrap();
+    ns.ip(&["link", "set", &peer, "up"]).unwrap();
+}
+
+#[test]
+fn help_works_for_every_command() {
+    for cmd in [
+        &[][..],
+        &["demo"],
+        &["probe"],
+        &["route"],
+        &["route", "get"],
+        &["routes"],
+        &["routes", "apply"],
+        &["routes", "show"],
+        &["routes", "remove"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = loopguard(None, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let usage = format!("Usage: loopguard {}", cmd.join(" "));
+        assert!(text.contains(usage.trim_end()), "{args:?}:\n{text}");
+    }
+    let text = stdout(&loopguard(None, &["probe", "--help"]));
+    for option in ["--mark", "--count", "--size", "--timeout-ms", "--json"] {
+        assert!(
+            text.contains(option),
+            "probe --help lacks {option}:\n{text}"
+        );
+    }
+    let text = stdout(&loopguard(None, &["routes", "apply", "--help"]));
+    for option in [
+        "--dev",
+        "--route",
+        "--mark",
+        "--mask",
+        "--table",
+        "--priority",
+    ] {
+        assert!(
+            text.contains(option),
+            "routes apply --help lacks {option}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_name_the_bad_value_without_privileges() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["probe", "udp", "192.0.2.1:7", "--mark", "0xzz"], "0xzz"),
+        (
+            &["probe", "udp", "192.0.2.1:7", "--mark", "4294967296"],
+            "4294967296",
+        ),
+        (&["probe", "udp", "192.0.2.1:7", "--mark", "0"], "mark 0"),
+        (&["probe", "udp", "192.0.2.1:0"], "192.0.2.1:0"),
+        (&["probe", "udp", "192.0.2.1"], "192.0.2.1"),
+        (&["probe", "icmp", "192.0.2.1:7"], "icmp"),
+        (&["probe", "tcp", "192.0.2.1:7", "--count", "0"], "0"),
+        (&["route", "get", "192.0.2.300"], "192.0.2.300"),
+        (&["route", "get", "192.0.2.1", "--mark", "0"], "mark 0"),
+        (&["routes", "apply", "--dev", "lo"], "--route"),
+    ];
+    for (args, needle) in cases {
+        let out = loopguard(None, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} should be a usage error: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr does not name {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_cidr_is_rejected_and_changes_nothing() {
+    if skip_unprivileged("bad_cidr_is_rejected_and_changes_nothing") {
+        return;
+    }
+    let ns = ns("cc");
+    let before = state(&ns);
+    for bad in ["300.1.2.3/40", "192.0.2.0/33", "2001:db8::/129", "banana"] {
+        let out = loopguard(
+            Some(&ns),
+            &[
+                "routes",
+                "apply",
+                "--dev",
+                "lo",
+                "--route",
+                "192.0.2.0/24",
+                "--route",
+                bad,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains(bad), "{bad}: {}", stderr(&out));
+        assert_eq!(state(&ns), before, "{bad} changed the namespace");
+    }
+}
+
+#[test]
+fn mark_zero_is_rejected_and_changes_nothing() {
+    if skip_unprivileged("mark_zero_is_rejected_and_changes_nothing") {
+        return;
+    }
+    let ns = ns("cm");
+    link(&ns, "lg-tun");
+    let before = state(&ns);
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "192.0.2.0/24",
+            "--mark",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mark 0"), "{}", stderr(&out));
+    assert_eq!(state(&ns), before);
+    // Other impossible numbers are refused the same way.
+    for args in [
+        &["--table", "254"][..],
+        &["--priority", "0"],
+        &["--mark", "0x100", "--mask", "0xff"],
+    ] {
+        let mut full = vec![
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "192.0.2.0/24",
+        ];
+        full.extend_from_slice(args);
+        let out = loopguard(Some(&ns), &full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(state(&ns), before, "{args:?} changed the namespace");
+    }
+}
+
+#[test]
+fn unknown_device_is_rejected_and_changes_nothing() {
+    if skip_unprivileged("unknown_device_is_rejected_and_changes_nothing") {
+        return;
+    }
+    let ns = ns("cd");
+    let before = state(&ns);
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-nosuchdev",
+            "--route",
+            "192.0.2.0/24",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lg-nosuchdev"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(state(&ns), before);
+}
+
+/// A UDP echo server bound inside `ns`; returns its address and a count of bytes echoed.
+fn udp_echo(ns: &Netns, addr: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let addr = addr.to_owned();
+    let socket = ns.run(move || UdpSocket::bind(addr)).unwrap().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let counted = bytes.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            counted.fetch_add(n, Ordering::SeqCst);
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    (local, bytes)
+}
+
+/// A TCP echo server bound inside `ns`, serving one connection.
+fn tcp_echo(ns: &Netns, addr: &str) -> SocketAddr {
+    let addr = addr.to_owned();
+    let listener = ns.run(move || TcpListener::bind(addr)).unwrap().unwrap();
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+            let mut buf = [0u8; 65_536];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    local
+}
+
+#[test]
+fn probe_udp_round_trips_over_ipv4_and_ipv6() {
+    if skip_unprivileged("probe_udp_round_trips_over_ipv4_and_ipv6") {
+        return;
+    }
+    let ns = ns("pu");
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let (echo, bytes) = udp_echo(&ns, addr);
+        let dst = echo.to_string();
+        let out = loopguard(
+            Some(&ns),
+            &[
+                "probe", "udp", &dst, "--count", "3", "--size", "100", "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{dst}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let v = json(&out);
+        assert_eq!(v["sent"], 3, "{v}");
+        assert_eq!(v["received"], 3, "{v}");
+        assert_eq!(v["destination"], dst.as_str());
+        let rtts = v["rtt_ms"].as_array().expect("rtt_ms is a list");
+        assert_eq!(rtts.len(), 3);
+        assert!(
+            rtts.iter()
+                .all(|r| r.as_f64().is_some_and(|ms| (0.0..1000.0).contains(&ms))),
+            "{v}"
+        );
+        assert_eq!(
+            bytes.load(Ordering::SeqCst),
+            300,
+            "the server saw other traffic than 3 x 100 bytes"
+        );
+        // The text form prints one line per round trip.
+        let out = loopguard(
+            Some(&ns),
+            &["probe", "udp", &dst, "--count", "2", "--mark", "19527"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("  1: ") && text.contains("  2: ") && text.contains(" ms"),
+            "{text}"
+        );
+        assert!(text.contains("0x4c47"), "{text}");
+    }
+}
+
+#[test]
+fn probe_tcp_json_reports_every_round_trip() {
+    if skip_unprivileged("probe_tcp_json_reports_every_round_trip") {
+        return;
+    }
+    let ns = ns("pt");
+    let echo = tcp_echo(&ns, "127.0.0.1:0");
+    let dst = echo.to_string();
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "probe", "tcp", &dst, "--count", "4", "--json", "--mark", "0x10",
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(4), Some(4)),
+        "{v}"
+    );
+    assert_eq!(v["rtt_ms"].as_array().map(Vec::len), Some(4), "{v}");
+    assert_eq!(v["mark"], 0x10);
+    assert_eq!(v["transport"], "tcp");
+}
+
+#[test]
+fn probe_fails_when_nobody_echoes() {
+    if skip_unprivileged("probe_fails_when_nobody_echoes") {
+        return;
+    }
+    let ns = ns("pn");
+    // A bound socket that never answers.
+    let silent = ns.run(|| UdpSocket::bind("127.0.0.1:0")).unwrap().unwrap();
+    let dst = silent.local_addr().unwrap().to_string();
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "probe",
+            "udp",
+            &dst,
+            "--count",
+            "2",
+            "--timeout-ms",
+            "100",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(2), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["rtt_ms"], serde_json::json!([]));
+    // Nothing listens on this TCP port: refused, said so.
+    let out = loopguard(Some(&ns), &["probe", "tcp", &dst]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+}
+
+#[test]
+fn probe_to_an_unreachable_destination_says_so() {
+    if skip_unprivileged("probe_to_an_unreachable_destination_says_so") {
+        return;
+    }
+    // Only loopback: no route to anything else.
+    let ns = ns("px");
+    for transport in ["udp", "tcp"] {
+        let out = loopguard(Some(&ns), &["probe", transport, "192.0.2.1:9", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{transport}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("unreachable") && err.contains("192.0.2.1:9"),
+            "{transport}: {err}"
+        );
+        let v = json(&out);
+        assert_eq!(v["sent"], 0, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unreachable")),
+            "{v}"
+        );
+    }
+}
+
+/// A client namespace whose unmarked traffic goes to an unreachable table (the "tunnel"), so
+/// only sockets carrying mark 0x4c47 reach the server namespace over a veth pair.
+struct Guarded {
+    client: Netns,
+    server: Netns,
+}
+
+fn guarded_pair() -> Guarded {
+    let client = ns("gc");
+    let server = ns("gs");
+    client
+        .ip(&[
+            "link",
+            "add",
+            "lg-c",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lg-s",
+            "netns",
+            server.name(),
+        ])
+        .unwrap();
+    client
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "lg-c"])
+        .unwrap();
+    client.ip(&["link", "set", "lg-c", "up"]).unwrap();
+    server
+        .ip(&["addr", "add", "192.0.2.2/24", "dev", "lg-s"])
+        .unwrap();
+    server.ip(&["link", "set", "lg-s", "up"]).unwrap();
+    client
+        .ip(&["route", "add", "unreachable", "default", "table", "100"])
+        .unwrap();
+    client
+        .ip(&[
+            "rule", "add", "not", "fwmark", "0x4c47", "lookup", "100", "pref", "100",
+        ])
+        .unwrap();
+    Guarded { client, server }
+}
+
+#[test]
+fn probe_marks_its_socket_so_policy_rules_let_it_out() {
+    if skip_unprivileged("probe_marks_its_socket_so_policy_rules_let_it_out") {
+        return;
+    }
+    let g = guarded_pair();
+    let (echo, _) = udp_echo(&g.server, "192.0.2.2:0");
+    let dst = echo.to_string();
+    let out = loopguard(
+        Some(&g.client),
+        &["probe", "udp", &dst, "--count", "2", "--json"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(json(&out)["received"], 2);
+    // Another mark does not match the rule: its traffic would go to the "tunnel" table.
+    let out = loopguard(
+        Some(&g.client),
+        &["probe", "udp", &dst, "--mark", "0x10", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    let tcp = tcp_echo(&g.server, "192.0.2.2:0").to_string();
+    let out = loopguard(
+        Some(&g.client),
+        &["probe", "tcp", &tcp, "--count", "2", "--json"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(json(&out)["received"], 2);
+}
+
+#[test]
+fn route_get_reports_the_kernels_answer_for_the_mark() {
+    if skip_unprivileged("route_get_reports_the_kernels_answer_for_the_mark") {
+        return;
+    }
+    let ns = ns("rg");
+    for (dev, addr) in [("lg-up", "192.0.2.1/24"), ("lg-tun", "198.51.100.1/24")] {
+        link(&ns, dev);
+        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+    }
+    ns.ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.254"])
+        .unwrap();
+    ns.ip(&["route", "add", "default", "dev", "lg-tun", "table", "100"])
+        .unwrap();
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", "0x4c47", "lookup", "100", "pref", "100",
+    ])
+    .unwrap();
+
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.7",
+            "--tunnel",
+            "lg-tun",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "destination",
+            "enters_tunnel",
+            "gateway",
+            "interface",
+            "source",
+            "table"
+        ]
+    );
+    assert_eq!(v["destination"], "203.0.113.7");
+    assert_eq!(v["interface"], "lg-up", "{v}");
+    assert_eq!(v["gateway"], "192.0.2.254", "{v}");
+    assert_eq!(v["source"], "192.0.2.1", "{v}");
+    assert_eq!(v["table"], 254, "{v}");
+    assert_eq!(v["enters_tunnel"], false, "{v}");
+
+    // An unmarked socket (any other mark) would enter the tunnel.
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.7",
+            "--mark",
+            "0x10",
+            "--tunnel",
+            "lg-tun",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["interface"].as_str(), v["table"].as_u64()),
+        (Some("lg-tun"), Some(100)),
+        "{v}"
+    );
+    assert_eq!(v["enters_tunnel"], true, "{v}");
+
+    let out = loopguard(Some(&ns), &["route", "get", "203.0.113.7"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success() && text.contains("lg-up") && text.contains("192.0.2.254"),
+        "{text}"
+    );
+
+    // No route at all: a clear error naming the destination.
+    ns.ip(&["route", "del", "default", "dev", "lg-tun", "table", "100"])
+        .unwrap();
+    let out = loopguard(
+        Some(&ns),
+        &["route", "get", "2001:db8::9", "--mark", "0x10"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("2001:db8::9"), "{}", stderr(&out));
+}
+
+#[test]
+fn routes_apply_show_remove_round_trip() {
+    if skip_unprivileged("routes_apply_show_remove_round_trip") {
+        return;
+    }
+    let ns = ns("ra");
+    link(&ns, "lg-tun");
+    // Somebody else's rule: it must survive apply and remove.
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "203.0.113.0/24",
+        "lookup",
+        "200",
+        "pref",
+        "1000",
+    ])
+    .unwrap();
+    let before = state(&ns);
+    let guard = [
+        "--mark",
+        "0x1",
+        "--mask",
+        "0xff",
+        "--table",
+        "1000",
+        "--priority",
+        "2000",
+    ];
+    let apply: Vec<&str> = [
+        "routes",
+        "apply",
+        "--dev",
+        "lg-tun",
+        "--route",
+        "192.0.2.0/24",
+        "2001:db8::/32",
+    ]
+    .into_iter()
+    .chain(guard)
+    .chain(["--json"])
+    .collect();
+
+    let out = loopguard(Some(&ns), &apply);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["rules_added"].as_u64(), v["routes_added"].as_u64()),
+        (Some(4), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["config"]["table"], 1000);
+    let rules = ns.ip(&["-4", "rule", "show"]).unwrap();
+    assert!(
+        rules.contains("2001:\tnot from all fwmark 0x1/0xff lookup 1000"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("2000:\tfrom all lookup main suppress_prefixlength 0"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("1000:\tfrom 203.0.113.0/24 lookup 200"),
+        "{rules}"
+    );
+    assert!(ns
+        .ip(&["-6", "route", "show", "table", "1000"])
+        .unwrap()
+        .contains("2001:db8::/32 dev lg-tun"));
+
+    // Twice is the same as once.
+    let out = loopguard(Some(&ns), &apply);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["rules_added"].as_u64(), v["routes_added"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+
+    let show: Vec<&str> = ["routes", "show"]
+        .into_iter()
+        .chain(guard)
+        .chain(["--json"])
+        .collect();
+    let out = loopguard(Some(&ns), &show);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["rules"].as_array().map(Vec::len), Some(4), "{v}");
+    let routes = v["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2, "{v}");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["prefix"] == "192.0.2.0/24" && r["device"] == "lg-tun"),
+        "{v}"
+    );
+    let out = loopguard(Some(&ns), &show[..show.len() - 1]);
+    assert!(
+        stdout(&out).contains("192.0.2.0/24 dev lg-tun table 1000"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A guarded socket's lookup avoids the tunnel; another mark enters it.
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "192.0.2.9",
+            "--mark",
+            "0x2",
+            "--tunnel",
+            "lg-tun",
+            "--json",
+        ],
+    );
+    assert_eq!(json(&out)["enters_tunnel"], true, "{}", stdout(&out));
+
+    let remove: Vec<&str> = ["routes", "remove"]
+        .into_iter()
+        .chain(guard)
+        .chain(["--json"])
+        .collect();
+    let out = loopguard(Some(&ns), &remove);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["rules_removed"].as_u64(), v["routes_removed"].as_u64()),
+        (Some(4), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["conntrack_table_removed"], true, "{v}");
+    assert_eq!(
+        state(&ns),
+        before,
+        "remove did not restore the rules and routes"
+    );
+    let out = loopguard(Some(&ns), &show[..show.len() - 1]);
+    assert!(
+        stdout(&out).contains("nothing installed"),
+        "{}",
+        stdout(&out)
+    );
+}
