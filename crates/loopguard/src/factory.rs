@@ -48,6 +48,8 @@ pub(crate) trait Guard: Send + Sync {
     fn forget(&self, destination: SocketAddr);
     /// Creates and protects a socket.
     fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error>;
+    /// Holds an unconnected stream socket to `path` (the strategy's interface pinning).
+    fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error>;
 }
 
 impl<S: Strategy> Guard for Shared<S> {
@@ -81,6 +83,10 @@ impl<S: Strategy> Guard for Shared<S> {
         os::prefer_stable_source(&socket, domain);
         socket.set_nonblocking(true)?;
         Ok(socket)
+    }
+
+    fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error> {
+        Ok(self.strategy.pin_stream(socket, path)?)
     }
 }
 

@@ -53,6 +53,15 @@ pub trait Strategy: Send + Sync + 'static {
         let _ = destination;
         Err(ResolveError::NoRoute)
     }
+
+    /// Holds a stream socket, before it connects, to `path`: for example to its interface
+    /// with `IP_UNICAST_IF` (Windows) or `IP_BOUND_IF` (macOS). Called only for strategies
+    /// that pin sources, after the factory bound the socket to `path.source` (unless the
+    /// caller bound it). The default does nothing more.
+    fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        let _ = (socket, path);
+        Ok(())
+    }
 }
 
 /// A shared strategy protects as the strategy inside, so one strategy object (holding, say, a
@@ -68,5 +77,9 @@ impl<S: Strategy + ?Sized> Strategy for std::sync::Arc<S> {
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         (**self).resolve(destination)
+    }
+
+    fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        (**self).pin_stream(socket, path)
     }
 }

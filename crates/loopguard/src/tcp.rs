@@ -60,6 +60,8 @@ impl TcpSocket {
             if !self.bound {
                 self.socket.bind(SocketAddr::new(path.source, 0))?;
             }
+            self.guard
+                .pin_stream(&socket2::SockRef::from(&self.socket), &path)?;
         }
         let stream = self
             .socket

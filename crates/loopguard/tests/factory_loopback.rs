@@ -17,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct FakePinning {
     protected: AtomicUsize,
     resolved: AtomicUsize,
+    pinned_streams: AtomicUsize,
     refuse_protection: bool,
+    refuse_stream_pinning: bool,
 }
 
 const PINNED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
@@ -49,6 +51,25 @@ impl Strategy for FakePinning {
             }),
             _ => Err(ResolveError::NoRoute),
         }
+    }
+
+    fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        // The factory binds the resolved source before asking the strategy to pin.
+        let local = socket.local_addr().unwrap().as_socket().unwrap();
+        assert_eq!(
+            local.ip(),
+            path.source,
+            "pinned before the source was bound"
+        );
+        self.pinned_streams.fetch_add(1, Ordering::SeqCst);
+        if self.refuse_stream_pinning {
+            return Err(ProtectionError::new(
+                "fake pin_stream",
+                std::io::Error::other("no such interface"),
+                None,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -249,8 +270,32 @@ async fn tcp_binds_the_resolved_source_and_fails_closed_without_a_route() {
     stream.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"ping");
     assert_eq!(server.await.unwrap().ip(), IpAddr::from(PINNED_SOURCE));
+    assert_eq!(factory.strategy().pinned_streams.load(Ordering::SeqCst), 1);
 
     let unreachable = SocketAddr::new(NO_ROUTE.into(), dst.port());
     let err = factory.connect(unreachable).await.unwrap_err();
     assert!(matches!(err, Error::HostUnreachable { destination } if destination == unreachable));
+}
+
+#[tokio::test]
+async fn a_refused_stream_pinning_is_fatal_and_nothing_connects() {
+    let fake = Arc::new(FakePinning {
+        refuse_stream_pinning: true,
+        ..Default::default()
+    });
+    let factory = SocketFactory::new(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = factory
+        .connect(listener.local_addr().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Protection(p) if p.step() == "fake pin_stream"),
+        "{err:?}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "a connection was made by a socket that could not be pinned"
+    );
 }
