@@ -13,6 +13,9 @@ pub enum RoutesError {
     /// No network device has this name (in the current network namespace).
     #[error("no network device named {0:?}")]
     NoSuchDevice(String),
+    /// The device exists but is not up; the kernel refuses routes through it.
+    #[error("network device {0:?} is down: bring it up (ip link set {0} up) before adding routes")]
+    DeviceDown(String),
     /// No network device has this index.
     #[error("no network device with index {0}")]
     NoSuchDeviceIndex(u32),

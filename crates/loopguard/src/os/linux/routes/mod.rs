@@ -180,7 +180,9 @@ impl TunnelRoutes {
     /// removes what a killed run left, and sets up what strict `rp_filter` needs.
     ///
     /// Idempotent. Input is checked before anything changes: an unknown device is
-    /// [`RoutesError::NoSuchDevice`], an empty list [`RoutesError::NoPrefixes`].
+    /// [`RoutesError::NoSuchDevice`], a device that is not up [`RoutesError::DeviceDown`], an
+    /// empty list [`RoutesError::NoPrefixes`], a route of somebody else where one of ours
+    /// must go [`RoutesError::ForeignRoute`].
     pub async fn apply(&self, dev: &str, prefixes: &[IpNet]) -> Result<ApplyReport, RoutesError> {
         let prefixes = plan::validate_prefixes(prefixes)?;
         let families = plan::families(&prefixes);
@@ -190,7 +192,12 @@ impl TunnelRoutes {
             }
         }
         let mut nl = Rtnl::connect()?;
-        let oif = nl.link_index(dev).await?;
+        let (oif, up) = nl.link(dev).await?;
+        if !up {
+            // The kernel refuses routes through a down device, and by then the sysctls and
+            // nftables table would already be in place: refuse before changing anything.
+            return Err(RoutesError::DeviceDown(dev.to_owned()));
+        }
         let table = self.config.table();
 
         // Plan everything first, so a conflict is reported before anything changes.

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -166,6 +166,11 @@ impl Rtnl {
 
     /// The index of the device called `name`.
     pub(crate) async fn link_index(&mut self, name: &str) -> Result<u32, RoutesError> {
+        self.link(name).await.map(|(index, _)| index)
+    }
+
+    /// The index of the device called `name`, and whether it is administratively up.
+    pub(crate) async fn link(&mut self, name: &str) -> Result<(u32, bool), RoutesError> {
         check_device_name(name)?;
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_owned()));
@@ -177,7 +182,9 @@ impl Rtnl {
             Ok(answers) => answers
                 .into_iter()
                 .find_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                    RouteNetlinkMessage::NewLink(l) => {
+                        Some((l.header.index, l.header.flags.contains(LinkFlags::Up)))
+                    }
                     _ => None,
                 })
                 .ok_or_else(|| RoutesError::NoSuchDevice(name.to_owned())),
