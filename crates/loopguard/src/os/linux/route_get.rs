@@ -117,10 +117,11 @@ pub async fn route_get(destination: IpAddr, mark: Option<u32>) -> Result<KernelR
     Ok(out)
 }
 
+/// Errors meaning "no usable route" (`EACCES`: a prohibit route); others are real failures.
 fn is_unreachable(code: Option<i32>) -> bool {
     matches!(
         code,
-        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL | libc::ENOENT)
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES)
     )
 }
 
