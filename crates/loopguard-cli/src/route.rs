@@ -81,18 +81,10 @@ impl Answer {
 /// Runs `loopguard route ...`; `Ok(true)` when the kernel answered.
 #[cfg(target_os = "linux")]
 pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
-    use anyhow::Context;
     let RouteCommand::Get(args) = args.command;
     let config = args.mark.config()?;
-    let route = loopguard::os::linux::route_get(args.destination, Some(config.mark()))
-        .await
-        .with_context(|| {
-            format!(
-                "no route to {} for mark {:#x}",
-                args.destination,
-                config.mark()
-            )
-        })?;
+    // The library's errors name the destination (and, for kernel errors, the lookup made).
+    let route = loopguard::os::linux::route_get(args.destination, Some(config.mark())).await?;
     let enters_tunnel = args
         .tunnel
         .as_ref()

@@ -425,6 +425,40 @@ fn probe_to_an_unreachable_destination_says_so() {
     }
 }
 
+#[test]
+fn probe_without_cap_net_admin_reports_the_protection_failure() {
+    if skip_unprivileged("probe_without_cap_net_admin_reports_the_protection_failure") {
+        return;
+    }
+    let ns = ns("pc");
+    for transport in ["udp", "tcp"] {
+        // Root without CAP_NET_ADMIN and CAP_NET_RAW (either lets a socket set its mark).
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "setpriv",
+                "--bounding-set=-net_admin,-net_raw",
+            ])
+            .args([BIN, "probe", transport, "127.0.0.1:9", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{transport}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("protection failed") && err.contains("CAP_NET_ADMIN"),
+            "{err}"
+        );
+        let v = json(&out);
+        assert_eq!(v["sent"], 0, "{v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("SO_MARK")),
+            "{v}"
+        );
+    }
+}
+
 /// A client namespace whose unmarked traffic goes to an unreachable table (the "tunnel"), so
 /// only sockets carrying mark 0x4c47 reach the server namespace over a veth pair.
 struct Guarded {
