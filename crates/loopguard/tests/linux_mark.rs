@@ -7,14 +7,18 @@ use std::os::fd::AsRawFd;
 use loopguard::{Error, GuardConfig, LinuxMark, SocketFactory};
 
 fn mark_of(fd: &impl AsRawFd) -> u32 {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_MARK)
+}
+
+fn int_option(fd: &impl AsRawFd, level: libc::c_int, option: libc::c_int) -> u32 {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: value and len are valid for writes; len holds value's size.
     let rc = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
+            level,
+            option,
             (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
@@ -77,6 +81,13 @@ async fn every_socket_carries_the_configured_mark() {
     let udp6 = factory.bind("[::1]:0".parse().unwrap()).unwrap();
     assert_eq!(mark_of(&udp4), 0x1234);
     assert_eq!(mark_of(&udp6), 0x1234);
+    // IPv6 sockets prefer stable source addresses over temporary ones (DESIGN §3.16).
+    let preferences = int_option(&udp6, libc::IPPROTO_IPV6, libc::IPV6_ADDR_PREFERENCES);
+    assert_ne!(
+        preferences & libc::IPV6_PREFER_SRC_PUBLIC as u32,
+        0,
+        "{preferences:#x}"
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp = factory
