@@ -12,12 +12,20 @@ pub const PREFIX: &str = "lg-";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A short name unique to this process and call, `lg-<tag>-<pid>-<n>`, kept under the
-/// 15-byte limit of interface names when `tag` is at most 3 bytes.
+/// A namespace name unique to this process and call: `lg-<tag>-<pid>-<n>`. The pid lets
+/// [`remove_leftovers`] tell a killed run's namespaces from those of a run still going.
+/// (Namespace names are file names, not interface names, so the 15-byte limit of the latter
+/// does not apply.)
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // pid modulo 10^5 and a counter keep names short enough for interface names.
-    format!("{PREFIX}{tag}{}{n}", std::process::id() % 100_000)
+    format!("{PREFIX}{tag}-{}-{n}", std::process::id())
+}
+
+/// The pid inside a name made by [`unique_name`].
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut fields = name.rsplit('-');
+    fields.next()?.parse::<u32>().ok()?;
+    fields.next()?.parse().ok()
 }
 
 /// A network namespace created by the lab and deleted when dropped.
@@ -157,15 +165,35 @@ pub fn lab_available() -> Result<(), String> {
     Ok(())
 }
 
-/// Removes namespaces left by killed runs of this process's kind (`lg-<tag>` prefix).
+/// Removes namespaces named `lg-<tag>...` whose creating process is gone: what killed runs
+/// left. Those of a run still going are kept.
 pub fn remove_leftovers(tag: &str) {
     let prefix = format!("{PREFIX}{tag}");
     if let Ok(list) = run_cmd("ip", &["netns", "list"]) {
         for line in list.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
-            if name.starts_with(&prefix) {
+            // A namespace whose creator still runs is not a leftover (two demos at once).
+            let orphaned = owner_pid(name)
+                .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if name.starts_with(&prefix) && orphaned {
                 let _ = Command::new("ip").args(["netns", "del", name]).output();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_carry_the_owner_pid() {
+        let a = unique_name("demo-c");
+        let b = unique_name("demo-c");
+        assert_ne!(a, b);
+        assert!(a.starts_with("lg-demo-c-"), "{a}");
+        assert_eq!(owner_pid(&a), Some(std::process::id()));
+        assert_eq!(owner_pid("lg-demo-c"), None);
+        assert_eq!(owner_pid("lg-x-12-abc"), None);
     }
 }
