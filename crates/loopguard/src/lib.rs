@@ -61,3 +61,5 @@ pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
 #[cfg(target_os = "linux")]
 pub use os::linux::{GuardConfig, LinuxMark, TunnelRoutes};
+#[cfg(unix)]
+pub use os::protect::{ProtectFailure, ProtectHook, Protector};

@@ -4,6 +4,8 @@ use socket2::{Domain, Socket};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(unix)]
+pub mod protect;
 pub(crate) mod send_error;
 
 /// Asks the kernel to prefer stable ("public") IPv6 source addresses over temporary ones for
