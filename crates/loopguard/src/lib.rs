@@ -59,6 +59,8 @@ pub use strategy::{Path, ResolveError, Strategy};
 pub use tcp::{TcpSocket, TcpStream};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub use os::apple::{AppleGuard, AppleMode};
 #[cfg(target_os = "linux")]
 pub use os::linux::{GuardConfig, LinuxMark, TunnelRoutes};
 #[cfg(unix)]

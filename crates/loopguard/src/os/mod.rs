@@ -2,6 +2,7 @@
 
 use socket2::{Domain, Socket};
 
+pub mod apple;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(unix)]

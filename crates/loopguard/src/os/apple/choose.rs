@@ -1,0 +1,100 @@
+//! The two decisions of the Apple route lookup that need no system call: which address of
+//! the chosen interface is the source, and which interface's scoped route wins.
+
+use std::net::IpAddr;
+
+/// Whether `candidate` can be the source of packets to `destination`: same family, a real
+/// unicast address, and link-local only for a link-local destination (a link-local source
+/// towards the Internet is dropped by the first router).
+pub(crate) fn usable_source(destination: IpAddr, candidate: IpAddr) -> bool {
+    match (destination, candidate) {
+        (IpAddr::V4(d), IpAddr::V4(c)) => {
+            !c.is_unspecified()
+                && !c.is_loopback()
+                && !c.is_multicast()
+                && (!c.is_link_local() || d.is_link_local())
+        }
+        (IpAddr::V6(d), IpAddr::V6(c)) => {
+            !c.is_unspecified()
+                && !c.is_loopback()
+                && !c.is_multicast()
+                && (!c.is_unicast_link_local() || d.is_unicast_link_local())
+        }
+        _ => false,
+    }
+}
+
+/// The source for `destination` on the chosen interface: the route's own interface address
+/// when usable (the kernel's choice), else the interface's first usable address. An IPv6
+/// route through a link-local gateway often names a link-local address, hence the fallback.
+pub(crate) fn pick_source(
+    destination: IpAddr,
+    route_addr: Option<IpAddr>,
+    interface_addrs: &[IpAddr],
+) -> Option<IpAddr> {
+    route_addr
+        .into_iter()
+        .chain(interface_addrs.iter().copied())
+        .find(|c| usable_source(destination, *c))
+}
+
+/// Among the interfaces whose scoped route reaches the destination, given as
+/// `(interface index, prefix length)`, the one with the longest prefix (DESIGN §3.5); ties go
+/// to the first listed, so the choice is stable from one lookup to the next.
+pub(crate) fn best_scoped(routes: impl IntoIterator<Item = (u32, u8)>) -> Option<u32> {
+    let mut best: Option<(u32, u8)> = None;
+    for (index, prefix) in routes {
+        if best.is_none_or(|(_, p)| prefix > p) {
+            best = Some((index, prefix));
+        }
+    }
+    best.map(|(index, _)| index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_route_address_wins_when_usable() {
+        let got = pick_source(
+            ip("198.51.100.7"),
+            Some(ip("192.0.2.10")),
+            &[ip("192.0.2.99")],
+        );
+        assert_eq!(got, Some(ip("192.0.2.10")));
+    }
+
+    #[test]
+    fn a_link_local_route_address_falls_back_to_a_global_one() {
+        let addrs = [ip("fe80::1"), ip("192.0.2.10"), ip("2001:db8::10")];
+        let got = pick_source(ip("2001:db8:1::1"), Some(ip("fe80::2")), &addrs);
+        assert_eq!(got, Some(ip("2001:db8::10")));
+        // A link-local destination may use a link-local source.
+        let got = pick_source(ip("fe80::9"), Some(ip("fe80::2")), &addrs);
+        assert_eq!(got, Some(ip("fe80::2")));
+    }
+
+    #[test]
+    fn no_address_of_the_family_means_no_source() {
+        let got = pick_source(
+            ip("2001:db8::1"),
+            Some(ip("192.0.2.10")),
+            &[ip("127.0.0.1")],
+        );
+        assert_eq!(got, None);
+        assert!(!usable_source(ip("192.0.2.1"), ip("0.0.0.0")));
+        assert!(!usable_source(ip("192.0.2.1"), ip("169.254.0.5")));
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_ties_keep_the_first() {
+        assert_eq!(best_scoped([(4, 0), (7, 24), (9, 24)]), Some(7));
+        assert_eq!(best_scoped([(4, 0), (5, 0)]), Some(4));
+        assert_eq!(best_scoped([]), None);
+    }
+}

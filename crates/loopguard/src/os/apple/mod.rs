@@ -1,0 +1,60 @@
+//! macOS and iOS.
+//!
+//! # Two situations, chosen by [`AppleMode`]
+//! - **Inside a NetworkExtension** (the packet tunnel provider itself): the system already
+//!   exempts the provider's sockets from its own tunnel. [`AppleMode::NetworkExtension`]
+//!   selects a strategy that does nothing.
+//! - **Outside** (a tunnel driven through a `utun` device by a normal process):
+//!   [`AppleMode::BoundInterface`] looks up, per destination, the best route that does not
+//!   use the tunnel (`RTM_GET` on an `AF_ROUTE` socket; if the best route is the tunnel's,
+//!   one lookup scoped with `RTF_IFSCOPE` per other interface that is up), and returns its
+//!   source address and interface index. No such route: [`Error::HostUnreachable`], nothing
+//!   sent.
+//!
+//! # How the path applies
+//! - **TCP**: per socket. Before connecting, the factory binds the resolved source and sets
+//!   `IP_BOUND_IF` / `IPV6_BOUND_IF` to the resolved interface, so the SYN and everything
+//!   after it leave by that interface whatever the routing table says.
+//! - **UDP**: per destination, through the factory's shared path cache. A datagram sent with
+//!   `src: None` carries the resolved source address (a control message per datagram); the
+//!   interface index is not stamped, because the send path (quinn-udp) sets no interface in
+//!   its packet-info control messages. Keeping such datagrams out of the tunnel then relies
+//!   on Darwin's scoped routing choosing the interface that owns the source address; this
+//!   project has not verified that on a device. A UDP socket that has one peer, or that
+//!   should follow one uplink, can be pinned per socket with [`bind_to_interface`]
+//!   (`IP_BOUND_IF`), which does not depend on it. Stamping the interface per datagram
+//!   (`IP_PKTINFO` with `ipi_ifindex`) would remove the doubt and needs a send-path change.
+//!
+//! # Routing messages
+//! [`route_message`] builds `RTM_GET` requests and parses replies. It is pure code, compiled
+//! and tested on every OS; the strategies that use it exist on macOS and iOS only.
+//!
+//! [`Error::HostUnreachable`]: crate::Error::HostUnreachable
+
+#[cfg(any(target_os = "macos", target_os = "ios", test))]
+mod choose;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod interfaces;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod lookup;
+pub mod route_message;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod strategy;
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub use strategy::{bind_to_interface, AppleGuard, BoundInterface, NetworkExtension};
+
+/// Which Apple strategy protects a factory's sockets.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppleMode {
+    /// The code runs inside the NetworkExtension that owns the tunnel: the system exempts
+    /// its sockets already, so nothing is done.
+    NetworkExtension,
+    /// The code runs outside: route per destination around the interface named `tunnel`
+    /// (for example `utun4`) and pin stream sockets to the chosen interface.
+    BoundInterface {
+        /// Name of the tunnel's interface.
+        tunnel: String,
+    },
+}
