@@ -1,11 +1,14 @@
 //! macOS and iOS.
 //!
-//! # Two situations, chosen by [`AppleMode`]
+//! # Two situations, chosen by `AppleMode`
+//!
+//! (The strategies and `AppleMode` exist on macOS and iOS only, so their names are not links
+//! in documentation built elsewhere.)
 //! - **Inside a NetworkExtension** (the packet tunnel provider itself): the system already
-//!   exempts the provider's sockets from its own tunnel. [`AppleMode::NetworkExtension`]
+//!   exempts the provider's sockets from its own tunnel. `AppleMode::NetworkExtension`
 //!   selects a strategy that does nothing.
 //! - **Outside** (a tunnel driven through a `utun` device by a normal process):
-//!   [`AppleMode::BoundInterface`] looks up, per destination, the best route that does not
+//!   `AppleMode::BoundInterface` looks up, per destination, the best route that does not
 //!   use the tunnel (`RTM_GET` on an `AF_ROUTE` socket; if the best route is the tunnel's,
 //!   one lookup scoped with `RTF_IFSCOPE` per other interface that is up), and returns its
 //!   source address and interface index. No such route: [`Error::HostUnreachable`], nothing
@@ -21,7 +24,7 @@
 //!   its packet-info control messages. Keeping such datagrams out of the tunnel then relies
 //!   on Darwin's scoped routing choosing the interface that owns the source address; this
 //!   project has not verified that on a device. A UDP socket that has one peer, or that
-//!   should follow one uplink, can be pinned per socket with [`bind_to_interface`]
+//!   should follow one uplink, can be pinned per socket with `bind_to_interface`
 //!   (`IP_BOUND_IF`), which does not depend on it. Stamping the interface per datagram
 //!   (`IP_PKTINFO` with `ipi_ifindex`) would remove the doubt and needs a send-path change.
 //!
