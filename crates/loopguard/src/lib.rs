@@ -44,11 +44,14 @@
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
 //! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
 //!   lookup.
+//! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
+//!   every OS), with readers for the dumps users paste into bug reports.
 
 mod cache;
 mod error;
 mod factory;
 pub mod os;
+pub mod route;
 mod strategy;
 mod tcp;
 mod udp;
