@@ -10,6 +10,7 @@
 mod args;
 #[cfg(target_os = "linux")]
 mod demo;
+mod explain;
 mod probe;
 mod route;
 mod routes;
@@ -35,7 +36,8 @@ enum Command {
     Demo(DemoArgs),
     /// Round trips to an echo server through a guarded socket, with the time of each (Linux)
     Probe(probe::ProbeArgs),
-    /// Ask the kernel which route a guarded socket would take (Linux)
+    /// Ask the kernel which route a guarded socket would take (Linux), or explain a Windows
+    /// host's choice from its dumps (any OS)
     Route(route::RouteArgs),
     /// Install, show or remove a tunnel's routes and the policy rules that keep guarded
     /// sockets out of it (Linux, root)

@@ -20,6 +20,9 @@ pub enum RouteCommand {
     /// Ask the kernel (RTM_GETROUTE carrying the mark) where a guarded socket's packets to DST
     /// would go
     Get(GetArgs),
+    /// Explain, offline, which route a Windows host's guarded sockets would take to each DST,
+    /// from dumps of its routing state (any OS)
+    Explain(crate::explain::ExplainArgs),
 }
 
 /// Arguments of `loopguard route get`.
@@ -78,10 +81,17 @@ impl Answer {
     }
 }
 
-/// Runs `loopguard route ...`; `Ok(true)` when the kernel answered.
-#[cfg(target_os = "linux")]
+/// Runs `loopguard route ...`.
 pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
-    let RouteCommand::Get(args) = args.command;
+    match args.command {
+        RouteCommand::Get(args) => get(args).await,
+        RouteCommand::Explain(args) => crate::explain::run(args),
+    }
+}
+
+/// Runs `loopguard route get`; `Ok(true)` when the kernel answered.
+#[cfg(target_os = "linux")]
+async fn get(args: GetArgs) -> anyhow::Result<bool> {
     let config = args.mark.config()?;
     // The library's errors name the destination (and, for kernel errors, the lookup made).
     let route = loopguard::os::linux::route_get(args.destination, Some(config.mark())).await?;
@@ -105,10 +115,10 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Runs `loopguard route ...`: Linux only.
+/// Runs `loopguard route get`: Linux only.
 #[cfg(not(target_os = "linux"))]
-pub async fn run(_args: RouteArgs) -> anyhow::Result<bool> {
-    Err(crate::linux_only("route"))
+async fn get(_args: GetArgs) -> anyhow::Result<bool> {
+    Err(crate::linux_only("route get"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,278 @@
+//! `loopguard route explain` on the Windows dumps kept as fixtures: both PowerShell versions,
+//! `route print` in English and German, and the `Get-NetRoute` table.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopguard");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../loopguard/tests/fixtures/windows"
+);
+
+fn explain(args: &[&str]) -> Output {
+    let fixtures: Vec<String> = args
+        .iter()
+        .map(|a| match a.strip_prefix("@") {
+            Some(file) => format!("{FIXTURES}/{file}"),
+            None => (*a).to_owned(),
+        })
+        .collect();
+    Command::new(BIN)
+        .args(["route", "explain"])
+        .args(&fixtures)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cannot run loopguard")
+}
+
+fn json(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("not JSON");
+    v.as_array().expect("not an array").clone()
+}
+
+fn ps(version: &str, tunnel: &str) -> Vec<Value> {
+    json(&explain(&[
+        "--windows-routes",
+        &format!("@{version}-routes.json"),
+        "--windows-interfaces",
+        &format!("@{version}-interfaces.json"),
+        "--windows-addresses",
+        &format!("@{version}-addresses.json"),
+        "--tunnel",
+        tunnel,
+        "--json",
+        "203.0.113.50",
+        "198.51.100.200",
+        "2001:db8:abcd::1",
+    ]))
+}
+
+#[test]
+fn powershell_51_and_7_dumps_give_the_same_decisions() {
+    let old = ps("ps51", "loopguard");
+    let new = ps("ps7", "24");
+    assert_eq!(old, new);
+    assert_eq!(old.len(), 3);
+    // Around the tunnel's /1 routes, out through Ethernet (25) rather than Wi-Fi (50).
+    assert_eq!(old[0]["destination"], "203.0.113.50");
+    assert_eq!(old[0]["interface_index"], 12);
+    assert_eq!(old[0]["interface_alias"], "Ethernet");
+    assert_eq!(old[0]["source"], "192.0.2.10");
+    let reasons: Vec<&str> = old[0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"]["kind"].as_str().unwrap_or("chosen"))
+        .collect();
+    assert_eq!(reasons, ["chosen", "tunnel", "tunnel", "higher_metric"]);
+    // Wi-Fi's LAN: the longer prefix beats Ethernet's cheaper default route.
+    assert_eq!(old[1]["interface_alias"], "Wi-Fi");
+    assert_eq!(old[1]["source"], "198.51.100.23");
+    // IPv6: the stable address, not the temporary one next to it.
+    assert_eq!(old[2]["interface_index"], 12);
+    assert_eq!(old[2]["source"], "2001:db8:12:0:f4d1:22ff:fe33:4455");
+}
+
+#[test]
+fn a_single_route_object_is_read_like_an_array() {
+    let out = explain(&[
+        "--windows-routes",
+        "@ps7-single-route.json",
+        "--windows-interfaces",
+        "@ps7-interfaces.json",
+        "--windows-addresses",
+        "@ps7-addresses.json",
+        "--tunnel",
+        "loopguard",
+        "--json",
+        "192.0.2.99",
+    ]);
+    let v = json(&out);
+    assert_eq!(v[0]["interface_index"], 12);
+    assert_eq!(v[0]["candidates"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn route_print_in_english() {
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-en.txt",
+        "--tunnel",
+        "203.0.113.2",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+        "2001:db8:abcd::1",
+    ]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    // The IPv4 table names interfaces by address; its metric is already the sum.
+    assert_eq!(v[0]["interface_index"], Value::Null);
+    assert_eq!(v[0]["source"], "192.0.2.10");
+    assert_eq!(v[0]["effective_metric"], 25);
+    assert_eq!(v[1]["interface_index"], 12);
+    assert_eq!(
+        v[1]["interface_alias"],
+        "Intel(R) Ethernet Connection (7) I219-LM"
+    );
+    assert_eq!(v[1]["next_hop"], "fe80::1");
+    // Read from the wrapped /128 host routes; stable vs temporary is not in route print, so
+    // the longest common prefix with the destination and then the lower address decide.
+    assert_eq!(v[1]["source"], "2001:db8:12:0:7c2e:91ff:a1b3:4d5e");
+}
+
+#[test]
+fn route_print_in_german_with_an_ipv4_only_uplink() {
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-de.txt",
+        "--tunnel",
+        "203.0.113.9",
+        "--tunnel",
+        "31",
+        "--json",
+        "198.51.100.7",
+        "2001:db8::5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The one damaged line of the paste is named, not silently dropped.
+    assert!(
+        stderr.contains("route-print-de.txt: line 43: could not read"),
+        "{stderr}"
+    );
+    let v = json(&out);
+    assert_eq!(v[0]["source"], "192.0.2.77");
+    assert_eq!(v[0]["next_hop"], "192.0.2.1");
+    assert_eq!(v[1]["error"], "host_unreachable");
+    assert_eq!(v[1]["interface_index"], Value::Null);
+    assert_eq!(v[1]["source"], Value::Null);
+    assert_eq!(v[1]["candidates"][0]["reason"]["kind"], "tunnel");
+}
+
+#[test]
+fn netroute_tables_with_and_without_addresses() {
+    for file in ["@netroute-table-ps7.txt", "@netroute-table-ps51.txt"] {
+        let v = json(&explain(&[
+            "--windows-netroute-table",
+            file,
+            "--windows-addresses",
+            "@ps51-addresses.json",
+            "--tunnel",
+            "24",
+            "--json",
+            "203.0.113.50",
+        ]));
+        assert_eq!(v[0]["interface_index"], 12, "{file}");
+        assert_eq!(v[0]["source"], "192.0.2.10", "{file}");
+    }
+    // 5.1's narrow table cut two IPv6 prefixes short: reported.
+    let out = explain(&[
+        "--windows-netroute-table",
+        "@netroute-table-ps51.txt",
+        "--tunnel",
+        "24",
+        "192.0.2.9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("could not read").count(), 2, "{stderr}");
+    let out = explain(&[
+        "--windows-netroute-table",
+        "@netroute-table-de.txt",
+        "--tunnel",
+        "31",
+        "--json",
+        "198.51.100.7",
+    ]);
+    let v = json(&out);
+    assert_eq!(v[0]["interface_index"], 9);
+    assert_eq!(v[0]["source"], Value::Null);
+}
+
+#[test]
+fn text_output_is_a_decision_table() {
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-en.txt",
+        "--tunnel",
+        "203.0.113.2",
+        "198.51.100.200",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("198.51.100.200 -> interface"), "{text}");
+    assert!(text.contains("shorter prefix (/0 < /24)"), "{text}");
+    assert!(text.contains("tunnel interface"), "{text}");
+}
+
+#[test]
+fn a_malformed_dump_names_the_file_and_the_field() {
+    let dir = std::env::temp_dir().join(format!("lg-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad-routes.json");
+    std::fs::write(
+        &bad,
+        r#"[{"ifIndex": 12, "DestinationPrefix": "0.0.0.0/0", "NextHop": "192.0.2.1", "RouteMetric": "lots"}]"#,
+    )
+    .unwrap();
+    let out = explain(&[
+        "--windows-routes",
+        bad.to_str().unwrap(),
+        "--windows-interfaces",
+        "@ps7-interfaces.json",
+        "--windows-addresses",
+        "@ps7-addresses.json",
+        "--tunnel",
+        "loopguard",
+        "192.0.2.9",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad-routes.json: record 1: field `RouteMetric`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_tunnel_and_missing_dumps_are_usage_errors() {
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-en.txt",
+        "--tunnel",
+        "wg0",
+        "192.0.2.9",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wg0"));
+    let out = explain(&[
+        "--windows-routes",
+        "@ps7-routes.json",
+        "--tunnel",
+        "24",
+        "192.0.2.9",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_the_powershell_one_liner() {
+    let out = explain(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Get-NetRoute | ConvertTo-Json | Out-File -Encoding utf8 routes.json"),
+        "{help}"
+    );
+}
