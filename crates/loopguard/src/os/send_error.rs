@@ -62,11 +62,10 @@ fn platform(code: i32) -> SendFailure {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn unix_codes() {
         let e = |c| io::Error::from_raw_os_error(c);
