@@ -38,8 +38,7 @@ fn table_rows(stdout: &str) -> Vec<(String, String, String, u64, u64, u64)> {
         .collect()
 }
 
-// One test runs both outputs in turn: two demos at once would clear each other's namespaces
-// as leftovers.
+// One test runs both outputs in turn, so the machine is not loaded by two labs at once.
 #[test]
 fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
     if loopguard_lab::skip_unprivileged("demo_shows_the_loop_and_the_guard") {
@@ -99,7 +98,8 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
         .expect("runs loopguard demo --json");
     assert!(
         out.status.success(),
-        "{}",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
