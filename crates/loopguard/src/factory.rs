@@ -7,6 +7,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cache::{Lookup, PathCache};
+use crate::counters::{Counter, CounterRegistry, Counters};
 use crate::{os, Error, Path, ResolveError, Strategy, TcpSocket, TcpStream, UdpSocket};
 
 /// Makes sockets that stay out of the tunnel, all protected by one [`Strategy`].
@@ -38,6 +39,7 @@ impl<S: Strategy + fmt::Debug> fmt::Debug for SocketFactory<S> {
 struct Shared<S> {
     strategy: S,
     cache: PathCache,
+    counters: CounterRegistry,
 }
 
 /// What sockets need of their factory once created; object-safe so sockets are not generic.
@@ -50,6 +52,8 @@ pub(crate) trait Guard: Send + Sync {
     fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error>;
     /// Holds an unconnected stream socket to `path` (the strategy's interface pinning).
     fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error>;
+    /// Where sockets register their counters.
+    fn counters(&self) -> &CounterRegistry;
 }
 
 impl<S: Strategy> Guard for Shared<S> {
@@ -79,7 +83,10 @@ impl<S: Strategy> Guard for Shared<S> {
     fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error> {
         let socket = Socket::new(domain, ty, Some(protocol))?;
         // Protection comes first: nothing may be sent, bound or connected before it.
-        self.strategy.protect(&socket)?;
+        if let Err(e) = self.strategy.protect(&socket) {
+            self.counters.add(Counter::ProtectionFailures, 1);
+            return Err(e.into());
+        }
         os::prefer_stable_source(&socket, domain);
         socket.set_nonblocking(true)?;
         Ok(socket)
@@ -87,6 +94,10 @@ impl<S: Strategy> Guard for Shared<S> {
 
     fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error> {
         Ok(self.strategy.pin_stream(socket, path)?)
+    }
+
+    fn counters(&self) -> &CounterRegistry {
+        &self.counters
     }
 }
 
@@ -97,6 +108,7 @@ impl<S: Strategy> SocketFactory<S> {
             shared: Arc::new(Shared {
                 strategy,
                 cache: PathCache::new(),
+                counters: CounterRegistry::default(),
             }),
         }
     }
@@ -135,6 +147,12 @@ impl<S: Strategy> SocketFactory<S> {
     /// resolved path otherwise, [`Error::HostUnreachable`] when none exists.
     pub fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error> {
         self.shared.path_for(destination)
+    }
+
+    /// What every socket of this factory did so far, live or dropped: datagrams sent and
+    /// received, and every datagram dropped, by reason.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters.total()
     }
 
     /// The network changed (roaming, resume from sleep): forget every cached decision. Sockets

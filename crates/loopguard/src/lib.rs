@@ -48,6 +48,7 @@
 //!   every OS), with readers for the dumps users paste into bug reports.
 
 mod cache;
+mod counters;
 mod error;
 mod factory;
 pub mod os;
@@ -56,6 +57,7 @@ mod strategy;
 mod tcp;
 mod udp;
 
+pub use counters::Counters;
 pub use error::{Error, ProtectionError};
 pub use factory::SocketFactory;
 pub use strategy::{Path, ResolveError, Strategy};

@@ -14,6 +14,7 @@ use std::time::Duration;
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 
+use crate::counters::{Counter, Counters, SocketCounters};
 use crate::factory::Guard;
 use crate::os::send_error::{self, SendFailure};
 use crate::Error;
@@ -135,6 +136,7 @@ pub struct UdpSocket {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
     guard: Arc<dyn Guard>,
+    counters: Arc<SocketCounters>,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -153,7 +155,13 @@ impl UdpSocket {
         let std_socket = std::net::UdpSocket::from(socket);
         let state = UdpSocketState::new((&std_socket).into())?;
         let io = tokio::net::UdpSocket::from_std(std_socket)?;
-        Ok(UdpSocket { io, state, guard })
+        let counters = guard.counters().register();
+        Ok(UdpSocket {
+            io,
+            state,
+            guard,
+            counters,
+        })
     }
 
     /// The local address the socket is bound to.
@@ -173,6 +181,12 @@ impl UdpSocket {
         self.state.gro_segments()
     }
 
+    /// What this socket did so far. [`SocketFactory::counters`](crate::SocketFactory::counters)
+    /// adds up every socket of the factory.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
     /// Sends one datagram or one batch, in order.
     ///
     /// A batch larger than GSO allows (64 segments, 65535 bytes less headers, or what the
@@ -183,6 +197,20 @@ impl UdpSocket {
     /// sent for the failed part), [`Error::Io`] otherwise. When a batch is split, the parts
     /// before a failure have been sent.
     pub async fn send(&self, datagram: &DatagramOut<'_>) -> Result<(), Error> {
+        let mut sent = 0;
+        let result = self.send_counted(datagram, &mut sent).await;
+        if let Err(e) = &result {
+            let reason = match e {
+                Error::HostUnreachable { .. } => Counter::DroppedNoRoute,
+                _ => Counter::DroppedSendError,
+            };
+            self.counters.add(reason, datagram_count(datagram) - sent);
+        }
+        result
+    }
+
+    /// [`send`](Self::send), adding to `sent` the datagrams the kernel accepted.
+    async fn send_counted(&self, datagram: &DatagramOut<'_>, sent: &mut u64) -> Result<(), Error> {
         let src = match datagram.src {
             Some(ip) => Some(ip),
             None => self.guard.path_for(datagram.dst)?.map(|path| path.source),
@@ -215,6 +243,9 @@ impl UdpSocket {
             transmit.segment_size = (take > segment).then_some(segment);
             self.send_batch(&mut transmit, datagram.src.is_none())
                 .await?;
+            let datagrams = take.div_ceil(segment.max(1)).max(1) as u64;
+            self.counters.add(Counter::DatagramsSent, datagrams);
+            *sent += datagrams;
             rest = later;
             if rest.is_empty() {
                 return Ok(());
@@ -245,6 +276,7 @@ impl UdpSocket {
             match send_error::classify(&err) {
                 SendFailure::QueueFull if queue_full < QUEUE_FULL_RETRIES => {
                     queue_full += 1;
+                    self.counters.add(Counter::QueueFullRetries, 1);
                     back_off(queue_full).await;
                 }
                 SendFailure::MaybeGsoRefused
@@ -253,12 +285,14 @@ impl UdpSocket {
                     // quinn-udp has just turned GSO off for this socket: the device refused
                     // it. Send the same datagrams again, one by one, in order.
                     tracing::info!(dst = %transmit.destination, "GSO refused; sending the batch unsegmented");
+                    self.counters.add(Counter::GsoFallbacks, 1);
                     return self.send_unsegmented(transmit).await;
                 }
                 failure if resolved && !re_resolved && failure.may_be_source_gone(&err) => {
                     // The cached source is gone (address removed, IPv6 temporary address
                     // rotated): forget it and resolve once more.
                     re_resolved = true;
+                    self.counters.add(Counter::SourcesReResolved, 1);
                     self.guard.forget(transmit.destination);
                     transmit.src_ip = self
                         .guard
@@ -291,7 +325,9 @@ impl UdpSocket {
             .async_io(Interest::WRITABLE, || {
                 self.state.try_send(UdpSockRef::from(&self.io), transmit)
             })
-            .await
+            .await?;
+        self.counters.add(Counter::Sends, 1);
+        Ok(())
     }
 
     /// Receives into several buffers at once (`recvmmsg`, GRO); returns how many were filled,
@@ -313,9 +349,12 @@ impl UdpSocket {
                 )
             })
             .await?;
+        let mut datagrams = 0;
         for (out, m) in meta.iter_mut().zip(&raw[..n]) {
             *out = (*m).into();
+            datagrams += m.len.div_ceil(m.stride.max(1)).max(1) as u64;
         }
+        self.counters.add(Counter::DatagramsReceived, datagrams);
         Ok(n)
     }
 
@@ -325,6 +364,22 @@ impl UdpSocket {
         let mut meta = [RecvMeta::default()];
         self.recv(&mut [IoSliceMut::new(buf)], &mut meta).await?;
         Ok(meta[0])
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.guard.counters().retire(&self.counters);
+    }
+}
+
+/// How many datagrams `datagram` holds: an empty payload is still one (empty) datagram.
+fn datagram_count(datagram: &DatagramOut<'_>) -> u64 {
+    match datagram.segment_size {
+        Some(size) if size > 0 && size < datagram.payload.len() => {
+            datagram.payload.len().div_ceil(size) as u64
+        }
+        _ => 1,
     }
 }
 

@@ -299,3 +299,50 @@ async fn a_refused_stream_pinning_is_fatal_and_nothing_connects() {
         "a connection was made by a socket that could not be pinned"
     );
 }
+
+#[tokio::test]
+async fn counters_account_for_every_datagram_sent_dropped_and_received() {
+    let (factory, _) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    // A batch of 5, a single datagram, and 2 datagrams with no route.
+    let batch = [7u8; 500];
+    sender
+        .send(&DatagramOut::new(dst, &batch).with_segment_size(100))
+        .await
+        .unwrap();
+    sender.send(&DatagramOut::new(dst, b"one")).await.unwrap();
+    let nowhere = SocketAddr::new(NO_ROUTE.into(), 9);
+    for _ in 0..2 {
+        sender
+            .send(&DatagramOut::new(nowhere, b"x"))
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(receive(&receiver, 6).await.len(), 6);
+
+    let s = sender.counters();
+    assert_eq!((s.datagrams_sent, s.sends, s.dropped_no_route), (6, 2, 2));
+    assert_eq!(s.dropped_send_error, 0);
+    assert_eq!(receiver.counters().datagrams_received, 6);
+
+    // The factory's totals keep a dropped socket's counts.
+    drop(sender);
+    let total = factory.counters();
+    assert_eq!(total.datagrams_sent, 6);
+    assert_eq!(total.dropped(), 2);
+    assert_eq!(total.datagrams_received, 6);
+}
+
+#[tokio::test]
+async fn refused_protections_are_counted_by_the_factory() {
+    let fake = Arc::new(FakePinning {
+        refuse_protection: true,
+        ..Default::default()
+    });
+    let factory = SocketFactory::new(fake);
+    factory.bind(addr("127.0.0.1:0")).unwrap_err();
+    factory.connect(addr("127.0.0.1:9")).await.unwrap_err();
+    assert_eq!(factory.counters().protection_failures, 2);
+}
