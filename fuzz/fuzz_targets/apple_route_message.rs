@@ -1,0 +1,9 @@
+//! Replies read from a Darwin routing socket: any bytes must parse or give an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use loopguard::os::apple::route_message;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = route_message::parse(data);
+});
