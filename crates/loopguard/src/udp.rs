@@ -211,10 +211,13 @@ impl UdpSocket {
 
     /// [`send`](Self::send), adding to `sent` the datagrams the kernel accepted.
     async fn send_counted(&self, datagram: &DatagramOut<'_>, sent: &mut u64) -> Result<(), Error> {
-        let src = match datagram.src {
-            Some(ip) => Some(ip),
-            None => self.guard.path_for(datagram.dst)?.map(|path| path.source),
+        let path = match datagram.src {
+            Some(_) => None,
+            None => self.guard.path_for(datagram.dst)?,
         };
+        let src = datagram.src.or(path.map(|path| path.source));
+        // Stamped beside the resolved source where the platform's send path can (Windows).
+        let mut interface = path.and_then(|path| path.interface);
         let segment = match datagram.segment_size {
             Some(0) => {
                 return Err(Error::Io(io::Error::new(
@@ -241,7 +244,7 @@ impl UdpSocket {
             let (now, later) = rest.split_at(take);
             transmit.contents = now;
             transmit.segment_size = (take > segment).then_some(segment);
-            self.send_batch(&mut transmit, datagram.src.is_none())
+            self.send_batch(&mut transmit, &mut interface, datagram.src.is_none())
                 .await?;
             let datagrams = take.div_ceil(segment.max(1)).max(1) as u64;
             self.counters.add(Counter::DatagramsSent, datagrams);
@@ -265,11 +268,16 @@ impl UdpSocket {
     }
 
     /// Sends one GSO batch (or single datagram), handling what the send path must survive.
-    async fn send_batch(&self, transmit: &mut Transmit<'_>, resolved: bool) -> Result<(), Error> {
+    async fn send_batch(
+        &self,
+        transmit: &mut Transmit<'_>,
+        interface: &mut Option<u32>,
+        resolved: bool,
+    ) -> Result<(), Error> {
         let mut queue_full = 0;
         let mut re_resolved = false;
         loop {
-            let err = match self.send_once(transmit).await {
+            let err = match self.send_once(transmit, *interface).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -286,7 +294,7 @@ impl UdpSocket {
                     // it. Send the same datagrams again, one by one, in order.
                     tracing::info!(dst = %transmit.destination, "GSO refused; sending the batch unsegmented");
                     self.counters.add(Counter::GsoFallbacks, 1);
-                    return self.send_unsegmented(transmit).await;
+                    return self.send_unsegmented(transmit, *interface).await;
                 }
                 failure if resolved && !re_resolved && failure.may_be_source_gone(&err) => {
                     // The cached source is gone (address removed, IPv6 temporary address
@@ -294,17 +302,20 @@ impl UdpSocket {
                     re_resolved = true;
                     self.counters.add(Counter::SourcesReResolved, 1);
                     self.guard.forget(transmit.destination);
-                    transmit.src_ip = self
-                        .guard
-                        .path_for(transmit.destination)?
-                        .map(|path| path.source);
+                    let path = self.guard.path_for(transmit.destination)?;
+                    transmit.src_ip = path.map(|path| path.source);
+                    *interface = path.and_then(|path| path.interface);
                 }
                 _ => return Err(classify(err, transmit.destination)),
             }
         }
     }
 
-    async fn send_unsegmented(&self, transmit: &Transmit<'_>) -> Result<(), Error> {
+    async fn send_unsegmented(
+        &self,
+        transmit: &Transmit<'_>,
+        interface: Option<u32>,
+    ) -> Result<(), Error> {
         let size = transmit
             .segment_size
             .unwrap_or(transmit.contents.len())
@@ -315,19 +326,29 @@ impl UdpSocket {
                 segment_size: None,
                 ..*transmit
             };
-            Box::pin(self.send_batch(&mut single, false)).await?;
+            Box::pin(self.send_batch(&mut single, &mut interface.clone(), false)).await?;
         }
         Ok(())
     }
 
-    async fn send_once(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+    async fn send_once(&self, transmit: &Transmit<'_>, interface: Option<u32>) -> io::Result<()> {
         self.io
-            .async_io(Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.io), transmit)
-            })
+            .async_io(Interest::WRITABLE, || self.try_send(transmit, interface))
             .await?;
         self.counters.add(Counter::Sends, 1);
         Ok(())
+    }
+
+    /// One non-blocking send: quinn-udp's, except on Windows, where ours also stamps the
+    /// interface index into `IP_PKTINFO` / `IPV6_PKTINFO` (see `os::windows::udp_send`).
+    fn try_send(&self, transmit: &Transmit<'_>, interface: Option<u32>) -> io::Result<()> {
+        #[cfg(windows)]
+        return crate::os::windows::udp_send::send(&self.io, transmit, interface);
+        #[cfg(not(windows))]
+        {
+            let _ = interface;
+            self.state.try_send(UdpSockRef::from(&self.io), transmit)
+        }
     }
 
     /// Receives into several buffers at once (`recvmmsg`, GRO); returns how many were filled,

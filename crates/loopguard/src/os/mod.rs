@@ -3,11 +3,16 @@
 use socket2::{Domain, Socket};
 
 pub mod apple;
+pub mod best_route;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(unix)]
 pub mod protect;
 pub(crate) mod send_error;
+#[cfg(windows)]
+pub mod windows;
+#[cfg(any(windows, test))]
+pub(crate) mod wsa_control;
 
 /// Asks the kernel to prefer stable ("public") IPv6 source addresses over temporary ones for
 /// this socket (DESIGN §3.16): a temporary address can rotate away mid-flow. A preference,

@@ -1,0 +1,449 @@
+//! The Windows strategy's logic, portable: for each destination, the best route on every
+//! interface except the tunnel's, decided by [`route::select`](crate::route::select) on a
+//! snapshot of the host's tables.
+//!
+//! The operating system is reached only through two small traits, so the same strategy runs
+//! on Linux with a fake host in tests and on Windows with the IP Helper readers
+//! (`os::windows::IpHelper`) and `IP_UNICAST_IF` (`os::windows::UnicastIf`):
+//!
+//! - [`HostSnapshot`] reads the interfaces, routes and addresses, and may ask the OS which
+//!   source it would use on the chosen interface;
+//! - [`StreamPin`] holds a stream socket to the chosen interface.
+//!
+//! Nothing here changes the system routing table.
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::route::{self, choose_source, HostTables, Interface, Tunnel};
+use crate::{Path, ProtectionError, ResolveError, Strategy};
+
+/// Reads the host's routing state.
+pub trait HostSnapshot: Send + Sync + 'static {
+    /// The interfaces (with LUID, index, status and metrics), the forwarding table of both
+    /// families, and every unicast address. Called on each cache miss.
+    fn snapshot(&self) -> io::Result<HostTables>;
+
+    /// The source address the OS itself would pick for `destination` when leaving through
+    /// `interface` (on Windows, `GetBestRoute2` restricted to the interface's LUID).
+    /// `Ok(None)` or an error mean "no opinion": the strategy then uses
+    /// [`choose_source`](crate::route::choose_source) on the snapshot. The default has none.
+    fn best_source(
+        &self,
+        interface: &Interface,
+        destination: IpAddr,
+    ) -> io::Result<Option<IpAddr>> {
+        let _ = (interface, destination);
+        Ok(None)
+    }
+}
+
+/// Holds an unconnected stream socket to one interface.
+pub trait StreamPin: Send + Sync + 'static {
+    /// Pins `socket` (of `destination`'s family) to the interface with this index.
+    fn pin(&self, socket: &socket2::Socket, family_of: IpAddr, interface: u32) -> io::Result<()>;
+}
+
+/// The value of `IP_UNICAST_IF` / `IPV6_UNICAST_IF` for an interface index, as the bytes of a
+/// native `u32` must hold it: for IPv4 the index in network byte order, for IPv6 in host
+/// order (DESIGN §3.7). Windows reads the IPv4 one as an address-like value; passing the host
+/// order index there pins the socket to another interface, or to none.
+pub fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
+    match family_of {
+        IpAddr::V4(_) => interface.to_be(),
+        IpAddr::V6(_) => interface,
+    }
+}
+
+/// The best route outside the tunnel, the way Windows would choose it if the tunnel did not
+/// exist: see [`route::select`](crate::route::select) for the rules. Datagrams without a
+/// source get the chosen source and interface index (stamped with `IP_PKTINFO` /
+/// `IPV6_PKTINFO`); stream sockets are bound to the source and pinned to the interface.
+///
+/// On Windows use `loopguard::os::windows::WindowsRoute`, this strategy with the real host.
+#[derive(Debug)]
+pub struct BestRouteOutsideTunnel<H, P> {
+    host: H,
+    pin: P,
+    tunnel: Tunnel,
+}
+
+impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
+    /// A strategy that never uses `tunnel` (identified by LUID, so a rename does not matter),
+    /// reading the host through `host` and pinning streams with `pin`.
+    pub fn new(host: H, pin: P, tunnel: Tunnel) -> Self {
+        BestRouteOutsideTunnel { host, pin, tunnel }
+    }
+
+    /// The tunnel this strategy avoids.
+    pub fn tunnel(&self) -> &Tunnel {
+        &self.tunnel
+    }
+
+    /// The host reader.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The full decision for `destination`, with every candidate route and why it lost:
+    /// what `loopguard route` prints. The source is the one [`resolve`](Strategy::resolve)
+    /// would use.
+    pub fn explain(
+        &self,
+        destination: IpAddr,
+    ) -> io::Result<Result<route::Decision, route::Unreachable>> {
+        let host = self.host.snapshot()?;
+        Ok(
+            route::select(&host, &self.tunnel, destination).map(|mut decision| {
+                if let Some(interface) = host.interface(decision.interface) {
+                    decision.source = self
+                        .source_on(&host, interface, destination)
+                        .or(decision.source);
+                }
+                decision
+            }),
+        )
+    }
+
+    /// The OS's own source choice on `interface`, kept only when it is a usable address of
+    /// that interface in the snapshot (so a stale or odd answer cannot pin a foreign source).
+    fn source_on(
+        &self,
+        host: &HostTables,
+        interface: &Interface,
+        destination: IpAddr,
+    ) -> Option<IpAddr> {
+        let proposed = match self.host.best_source(interface, destination) {
+            Ok(Some(source)) => source,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::trace!(%destination, error = %e, "OS source choice unavailable; using the snapshot's");
+                return None;
+            }
+        };
+        let addresses = host.addresses.as_deref()?;
+        let usable = choose_source(
+            &addresses
+                .iter()
+                .filter(|a| a.address == proposed)
+                .cloned()
+                .collect::<Vec<_>>(),
+            interface.luid,
+            destination,
+        );
+        usable
+    }
+}
+
+impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
+    /// Nothing to do per socket: there are no marks on Windows. Each datagram and each
+    /// connection is pinned to its path instead.
+    fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        Ok(())
+    }
+
+    fn pins_source(&self) -> bool {
+        true
+    }
+
+    fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
+        let host = self.host.snapshot()?;
+        let path = route::path_for(&host, &self.tunnel, destination)?;
+        let Some(index) = path.interface else {
+            return Ok(path);
+        };
+        let source = host
+            .interfaces
+            .iter()
+            .find(|i| i.index == index && !self.tunnel.contains(i.luid))
+            .and_then(|interface| self.source_on(&host, interface, destination))
+            .unwrap_or(path.source);
+        Ok(Path { source, ..path })
+    }
+
+    /// Pins the stream to the resolved interface. A path without an interface index cannot
+    /// be pinned: that is a protection failure (binding the source alone does not choose the
+    /// interface on Windows, DESIGN §3.7), never a silent fallback.
+    fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        let Some(index) = path.interface else {
+            return Err(ProtectionError::new(
+                "IP_UNICAST_IF",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the path names no interface index",
+                ),
+                None,
+            ));
+        };
+        let step = if path.source.is_ipv4() {
+            "setsockopt(IP_UNICAST_IF)"
+        } else {
+            "setsockopt(IPV6_UNICAST_IF)"
+        };
+        self.pin
+            .pin(socket, path.source, index)
+            .map_err(|e| ProtectionError::new(step, e, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::route::{
+        AddressState, Luid, OperStatus, PrefixOrigin, Route, SuffixOrigin, UnicastAddress,
+    };
+
+    const TUN: Luid = Luid(0x0035_0000_0000_0001);
+    const ETH: Luid = Luid(0x0006_0000_0000_0002);
+    const WIFI: Luid = Luid(0x0047_0000_0000_0003);
+
+    fn interface(luid: Luid, index: u32, alias: &str, metric: u32) -> Interface {
+        Interface {
+            luid,
+            index,
+            alias: alias.into(),
+            status: OperStatus::Up,
+            ipv4_metric: Some(metric),
+            ipv6_metric: None,
+        }
+    }
+
+    fn route(prefix: &str, luid: Luid, metric: u32) -> Route {
+        Route {
+            destination: prefix.parse().unwrap(),
+            next_hop: None,
+            interface: luid,
+            metric,
+        }
+    }
+
+    fn address(text: &str, luid: Luid) -> UnicastAddress {
+        UnicastAddress {
+            address: text.parse().unwrap(),
+            prefix_length: 24,
+            interface: luid,
+            state: AddressState::Preferred,
+            skip_as_source: false,
+            prefix_origin: PrefixOrigin::Manual,
+            suffix_origin: SuffixOrigin::Manual,
+        }
+    }
+
+    /// A host whose tunnel owns the default route (metric 0), with Ethernet and Wi-Fi below it.
+    fn host() -> HostTables {
+        HostTables {
+            interfaces: vec![
+                interface(TUN, 40, "lg-tun", 5),
+                interface(ETH, 2, "Ethernet", 25),
+                interface(WIFI, 3, "Wi-Fi", 50),
+            ],
+            routes: vec![
+                route("0.0.0.0/0", TUN, 0),
+                route("0.0.0.0/0", ETH, 0),
+                route("0.0.0.0/0", WIFI, 0),
+                route("198.51.100.0/24", WIFI, 0),
+            ],
+            addresses: Some(vec![
+                address("192.0.2.40", TUN),
+                address("192.0.2.10", ETH),
+                address("192.0.2.11", ETH),
+                address("198.51.100.3", WIFI),
+            ]),
+        }
+    }
+
+    /// A fake host: a fixed snapshot (or an error), and an optional OS source answer.
+    struct FakeHost {
+        tables: io::Result<HostTables>,
+        os_source: Option<io::Result<Option<IpAddr>>>,
+        snapshots: AtomicUsize,
+    }
+
+    impl FakeHost {
+        fn new(tables: HostTables) -> Self {
+            FakeHost {
+                tables: Ok(tables),
+                os_source: None,
+                snapshots: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl HostSnapshot for FakeHost {
+        fn snapshot(&self) -> io::Result<HostTables> {
+            self.snapshots.fetch_add(1, Ordering::SeqCst);
+            match &self.tables {
+                Ok(t) => Ok(t.clone()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            }
+        }
+
+        fn best_source(&self, _: &Interface, _: IpAddr) -> io::Result<Option<IpAddr>> {
+            match &self.os_source {
+                None => Ok(None),
+                Some(Ok(s)) => Ok(*s),
+                // What Wine answers for GetBestRoute2.
+                Some(Err(_)) => Err(io::Error::from_raw_os_error(50)),
+            }
+        }
+    }
+
+    /// Records what it was asked to pin.
+    #[derive(Default)]
+    struct RecordingPin {
+        pinned: Mutex<Vec<(IpAddr, u32)>>,
+        refuse: bool,
+    }
+
+    impl StreamPin for RecordingPin {
+        fn pin(&self, _: &socket2::Socket, family_of: IpAddr, interface: u32) -> io::Result<()> {
+            if self.refuse {
+                return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+            }
+            self.pinned.lock().unwrap().push((family_of, interface));
+            Ok(())
+        }
+    }
+
+    fn strategy(host: FakeHost) -> BestRouteOutsideTunnel<FakeHost, RecordingPin> {
+        BestRouteOutsideTunnel::new(host, RecordingPin::default(), Tunnel::new(TUN))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn resolves_around_the_tunnel_by_effective_metric_and_longest_prefix() {
+        let s = strategy(FakeHost::new(host()));
+        assert!(s.pins_source());
+        // Default: the tunnel (metric 0 + 5) is skipped; Ethernet 0+25 beats Wi-Fi 0+50.
+        assert_eq!(
+            s.resolve(ip("203.0.113.9")).unwrap(),
+            Path {
+                source: ip("192.0.2.10"),
+                interface: Some(2)
+            }
+        );
+        // A longer prefix on Wi-Fi beats Ethernet's lower metric.
+        assert_eq!(
+            s.resolve(ip("198.51.100.77")).unwrap(),
+            Path {
+                source: ip("198.51.100.3"),
+                interface: Some(3)
+            }
+        );
+        assert_eq!(s.host().snapshots.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn only_the_tunnel_leads_there_or_no_family_route_gives_no_route() {
+        let mut tables = host();
+        tables.routes.retain(|r| r.interface == TUN);
+        let s = strategy(FakeHost::new(tables));
+        assert!(matches!(
+            s.resolve(ip("203.0.113.9")),
+            Err(ResolveError::NoRoute)
+        ));
+        let s = strategy(FakeHost::new(host()));
+        assert!(matches!(
+            s.resolve(ip("2001:db8::1")),
+            Err(ResolveError::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn a_failed_snapshot_is_an_io_error_not_no_route() {
+        let s = strategy(FakeHost {
+            tables: Err(io::Error::other("GetIpForwardTable2 failed")),
+            os_source: None,
+            snapshots: AtomicUsize::new(0),
+        });
+        assert!(matches!(
+            s.resolve(ip("203.0.113.9")),
+            Err(ResolveError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn the_os_source_is_used_when_it_is_a_usable_address_of_the_chosen_interface() {
+        let mut fake = FakeHost::new(host());
+        fake.os_source = Some(Ok(Some(ip("192.0.2.11"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("203.0.113.9")).unwrap().source,
+            ip("192.0.2.11")
+        );
+        let decision = s.explain(ip("203.0.113.9")).unwrap().unwrap();
+        assert_eq!(decision.source, Some(ip("192.0.2.11")));
+    }
+
+    #[test]
+    fn a_foreign_or_failed_os_source_falls_back_to_the_portable_choice() {
+        // The tunnel's address, as a confused OS answer: never used.
+        let mut fake = FakeHost::new(host());
+        fake.os_source = Some(Ok(Some(ip("192.0.2.40"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("203.0.113.9")).unwrap().source,
+            ip("192.0.2.10")
+        );
+        // ERROR_NOT_SUPPORTED (Wine's GetBestRoute2).
+        let mut fake = FakeHost::new(host());
+        fake.os_source = Some(Err(io::Error::other("not supported")));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("203.0.113.9")).unwrap().source,
+            ip("192.0.2.10")
+        );
+    }
+
+    #[test]
+    fn the_tunnel_is_skipped_after_a_rename() {
+        let mut tables = host();
+        tables.interfaces[0].alias = "Ethernet 2".into();
+        let s = strategy(FakeHost::new(tables));
+        assert_eq!(s.resolve(ip("203.0.113.9")).unwrap().interface, Some(2));
+    }
+
+    #[test]
+    fn streams_are_pinned_to_the_resolved_index_and_a_missing_index_fails_closed() {
+        let s = strategy(FakeHost::new(host()));
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let path = s.resolve(ip("203.0.113.9")).unwrap();
+        s.pin_stream(&socket, &path).unwrap();
+        assert_eq!(*s.pin.pinned.lock().unwrap(), vec![(ip("192.0.2.10"), 2)]);
+        let err = s
+            .pin_stream(
+                &socket,
+                &Path {
+                    source: ip("192.0.2.10"),
+                    interface: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.step(), "IP_UNICAST_IF");
+        let refusing = BestRouteOutsideTunnel::new(
+            FakeHost::new(host()),
+            RecordingPin {
+                refuse: true,
+                ..Default::default()
+            },
+            Tunnel::new(TUN),
+        );
+        let err = refusing.pin_stream(&socket, &path).unwrap_err();
+        assert_eq!(err.step(), "setsockopt(IP_UNICAST_IF)");
+    }
+
+    #[test]
+    fn unicast_if_takes_the_ipv4_index_in_network_order_and_the_ipv6_index_in_host_order() {
+        let v4 = unicast_if_value(ip("192.0.2.1"), 7);
+        assert_eq!(v4.to_ne_bytes(), [0, 0, 0, 7]);
+        let v6 = unicast_if_value(ip("2001:db8::1"), 7);
+        assert_eq!(v6, 7);
+    }
+}
