@@ -78,6 +78,9 @@ const ROUTER_SERVER_SIDE: &str = "lg-rs0";
 const SERVER_LINK: &str = "lg-dn0";
 /// The TUN device in the client namespace.
 const TUN: &str = "lg-tun0";
+/// The optional second client uplink, and the router's side of it.
+const UPLINK2: &str = "lg-up1";
+const ROUTER_CLIENT_SIDE2: &str = "lg-rc1";
 
 /// Prefixes that together cover the whole address space yet are more specific than any
 /// default route, the classic way of capturing everything without replacing the default.
@@ -285,6 +288,97 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a second uplink, `lg-up1` (`203.0.113.130/25`, `2001:db8:3::2/64`), through the
+    /// router (`203.0.113.129`, `2001:db8:3::1`), for roaming tests: after this call both
+    /// uplinks have default routes, the first (`lg-up0`) preferred with metric 100, the second
+    /// with metric 200, for both families. The server's replies find either address: the
+    /// router is connected to both links.
+    pub fn add_second_uplink(&self) -> Result<(), LabError> {
+        let (c, r) = (&self.client, &self.router);
+        c.ip(&[
+            "link",
+            "add",
+            UPLINK2,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ROUTER_CLIENT_SIDE2,
+            "netns",
+            r.name(),
+        ])?;
+        c.ip(&["addr", "add", "203.0.113.130/25", "dev", UPLINK2])?;
+        c.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:3::2/64",
+            "dev",
+            UPLINK2,
+            "nodad",
+        ])?;
+        c.ip(&["link", "set", UPLINK2, "up"])?;
+        r.ip(&[
+            "addr",
+            "add",
+            "203.0.113.129/25",
+            "dev",
+            ROUTER_CLIENT_SIDE2,
+        ])?;
+        r.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:3::1/64",
+            "dev",
+            ROUTER_CLIENT_SIDE2,
+            "nodad",
+        ])?;
+        r.ip(&["link", "set", ROUTER_CLIENT_SIDE2, "up"])?;
+        set_rp_filter(r, &[ROUTER_CLIENT_SIDE2], RpFilter::Loose)?;
+        set_rp_filter(&self.client, &[UPLINK2], RpFilter::Loose)?;
+        // The first uplink's defaults get an explicit metric, so "preferred" is not an
+        // accident of the kernel's per-family default metrics.
+        let _ = c.ip(&["-4", "route", "del", "default", "via", "192.0.2.1"]);
+        let _ = c.ip(&["-6", "route", "del", "default", "via", "2001:db8:1::1"]);
+        for (family, via, dev, metric) in [
+            ("-4", "192.0.2.1", UPLINK, "100"),
+            ("-6", "2001:db8:1::1", UPLINK, "100"),
+            ("-4", "203.0.113.129", UPLINK2, "200"),
+            ("-6", "2001:db8:3::1", UPLINK2, "200"),
+        ] {
+            c.ip(&[
+                family, "route", "add", "default", "via", via, "dev", dev, "metric", metric,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The second uplink's name (see [`add_second_uplink`](Lab::add_second_uplink)).
+    pub fn uplink2(&self) -> &'static str {
+        UPLINK2
+    }
+
+    /// The client's IPv4 address on the second uplink, `203.0.113.130`.
+    pub fn client2_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, 113, 130)
+    }
+
+    /// The client's IPv6 address on the second uplink, `2001:db8:3::2`.
+    pub fn client2_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 2)
+    }
+
+    /// The router's IPv4 address on the second uplink, `203.0.113.129`.
+    pub fn gateway2_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, 113, 129)
+    }
+
+    /// The router's IPv6 address on the second uplink, `2001:db8:3::1`.
+    pub fn gateway2_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1)
+    }
+
     /// The client namespace (uplink and TUN live here).
     pub fn client(&self) -> &Netns {
         &self.client
@@ -348,6 +442,11 @@ impl Lab {
     /// The client's uplink interface name.
     pub fn uplink(&self) -> &'static str {
         UPLINK
+    }
+
+    /// The server's interface name (towards the router), for adding addresses to the server.
+    pub fn server_link(&self) -> &'static str {
+        SERVER_LINK
     }
 
     /// The client's TUN device name.

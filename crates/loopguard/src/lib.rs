@@ -44,6 +44,10 @@
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
 //! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
 //!   lookup.
+//! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
+//!   resets factories and reports the sockets to rebuild when the machine roams.
+//! - [`resolve`]: host names resolved through guarded sockets, so DNS never enters the
+//!   tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
 //!   every OS), with readers for the dumps users paste into bug reports.
 
@@ -51,7 +55,9 @@ mod cache;
 mod counters;
 mod error;
 mod factory;
+pub mod monitor;
 pub mod os;
+pub mod resolve;
 pub mod route;
 mod strategy;
 mod tcp;

@@ -11,5 +11,6 @@ pub use mark::LinuxMark;
 pub use route_get::{route_get, KernelRoute};
 pub use routes::{
     interface_index, interface_name, ApplyReport, Family, InstalledRoute, InstalledRule,
-    RemoveReport, RoutesError, RoutesState, SysctlChange, TunnelRoutes, LOOPGUARD_PROTOCOL,
+    KeepOptions, RemoveReport, RouteKeeper, RoutesError, RoutesState, SysctlChange, TunnelRoutes,
+    LOOPGUARD_PROTOCOL,
 };

@@ -2,6 +2,7 @@
 //! unmarked traffic there, and what strict reverse-path filtering needs, all over netlink.
 
 mod error;
+mod keeper;
 mod nft;
 mod plan;
 mod rtnl;
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 
 pub use error::RoutesError;
+pub use keeper::{KeepOptions, RouteKeeper};
 pub use rtnl::{interface_index, interface_name};
 pub use sysctl::SysctlChange;
 

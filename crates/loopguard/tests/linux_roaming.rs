@@ -1,0 +1,747 @@
+//! Roaming on Linux, in labs of network namespaces: the monitor, the wiring that resets
+//! factories and reports rebinds, self-healing tunnel routes, and guarded DNS. The client's
+//! TUN owns `0.0.0.0/0` and `::/0` (loopguard's `TunnelRoutes`); "entered the TUN" means read
+//! from the TUN device by the lab's counter. Times are printed, not asserted: machines are
+//! noisy. What must be true (traffic resumed, nothing in the TUN, rules back) is asserted.
+#![cfg(target_os = "linux")]
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loopguard::monitor::{Batch, MarkedRoute, Monitor, MonitorConfig, Reset, Roaming};
+use loopguard::os::linux::{KeepOptions, TunnelRoutes};
+use loopguard::resolve::GuardedResolver;
+use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
+use loopguard_lab::echo::EchoServers;
+use loopguard_lab::topology::Lab;
+use loopguard_lab::tun::{Transport, TunCounter};
+use loopguard_lab::Netns;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A lab with the tunnel's routes applied, echo servers and the TUN counter running.
+struct GuardedLab {
+    lab: Lab,
+    echo: EchoServers,
+    tun: TunCounter,
+    config: GuardConfig,
+}
+
+impl GuardedLab {
+    fn build(tag: &str, second_uplink: bool) -> GuardedLab {
+        let lab = Lab::build(tag).expect("lab");
+        if second_uplink {
+            lab.add_second_uplink().expect("second uplink");
+        }
+        let config = GuardConfig::default();
+        let tun = lab.tun();
+        let routes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        lab.client()
+            .run(|| block_on(async { TunnelRoutes::new(config).apply(tun, &routes).await }))
+            .unwrap()
+            .expect("apply tunnel routes");
+        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
+        let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
+            .expect("tun counter");
+        GuardedLab {
+            lab,
+            echo,
+            tun,
+            config,
+        }
+    }
+
+    fn tun_packets_to(&self, ip: IpAddr) -> u64 {
+        let s = self.tun.snapshot();
+        [Transport::Udp, Transport::Tcp, Transport::Icmp]
+            .into_iter()
+            .map(|t| s.count_to(ip, t))
+            .sum()
+    }
+}
+
+/// What a guarded UDP flow saw across a network change.
+#[derive(Debug)]
+struct Crossing {
+    sent: u64,
+    /// Echoes, with when they arrived and the local address they were sent to.
+    echoes: Vec<(Instant, Option<IpAddr>)>,
+    event_at: Instant,
+    /// When the roaming wiring reported a rebind for the server, and what it said.
+    rebind: Option<(Instant, String, Option<String>)>,
+}
+
+impl Crossing {
+    /// Time from the change to the first echo that came back over `via`.
+    fn recovery(&self, via: IpAddr) -> Option<Duration> {
+        self.echoes
+            .iter()
+            .find(|(at, dst)| *at >= self.event_at && *dst == Some(via))
+            .map(|(at, _)| *at - self.event_at)
+    }
+
+    fn echoes_via(&self, via: IpAddr) -> usize {
+        self.echoes.iter().filter(|(_, d)| *d == Some(via)).count()
+    }
+}
+
+/// Runs a guarded UDP flow (a datagram every 5 ms) to the server's IPv4 echo, applies
+/// `change` (ip commands in the client namespace) mid-stream, and records what happened.
+fn cross(g: &GuardedLab, change: &[&[&str]]) -> Crossing {
+    let server = IpAddr::from(g.lab.server_v4());
+    let dst = g.echo.udp_addr(server).unwrap();
+    let config = g.config;
+    let tun = g.lab.tun();
+    let ns_name = g.lab.client().name().to_owned();
+    let change: Vec<Vec<String>> = change
+        .iter()
+        .map(|c| c.iter().map(|s| s.to_string()).collect())
+        .collect();
+    g.lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let factory = SocketFactory::new(LinuxMark::new(config));
+                let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
+                let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
+                roaming.reset_on_change(factory.clone());
+                let before = roaming.track(server).await;
+                println!("egress before: {before:?}");
+                let socket = Arc::new(factory.bind("0.0.0.0:0".parse().unwrap()).unwrap());
+                let stop = Arc::new(AtomicBool::new(false));
+                let sent = Arc::new(AtomicU64::new(0));
+                let echoes = Arc::new(Mutex::new(Vec::new()));
+                let sender = tokio::spawn({
+                    let (socket, stop, sent) = (socket.clone(), stop.clone(), sent.clone());
+                    async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let n = sent.fetch_add(1, Ordering::Relaxed);
+                            // Sends fail closed while no path exists; the flow keeps trying.
+                            let _ = socket.send(&DatagramOut::new(dst, &n.to_be_bytes())).await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                });
+                let receiver = tokio::spawn({
+                    let (socket, echoes) = (socket.clone(), echoes.clone());
+                    async move {
+                        let mut buf = vec![0u8; 65_535 * socket.gro_segments()];
+                        while let Ok(meta) = socket.recv_from(&mut buf).await {
+                            let n = meta.datagrams(&buf).count();
+                            let mut e = echoes.lock().unwrap();
+                            for _ in 0..n {
+                                e.push((Instant::now(), meta.dst_ip));
+                            }
+                        }
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let event_at = Instant::now();
+                for args in &change {
+                    let out = tokio::process::Command::new("ip")
+                        .arg("-n")
+                        .arg(&ns_name)
+                        .args(args)
+                        .output()
+                        .await
+                        .unwrap();
+                    assert!(out.status.success(), "ip {args:?}: {out:?}");
+                }
+                let rebind = tokio::time::timeout(Duration::from_secs(3), async {
+                    while let Some(e) = roaming.next().await {
+                        if let Some(r) = e.rebind.iter().find(|r| r.destination == server) {
+                            let after = r.after.as_ref().and_then(|a| a.interface.clone());
+                            return Some((Instant::now(), r.to_string(), after));
+                        }
+                    }
+                    None
+                })
+                .await
+                .ok()
+                .flatten();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stop.store(true, Ordering::Relaxed);
+                let _ = sender.await;
+                receiver.abort();
+                let echoes = echoes.lock().unwrap().clone();
+                Crossing {
+                    sent: sent.load(Ordering::Relaxed),
+                    echoes,
+                    event_at,
+                    rebind,
+                }
+            })
+        })
+        .unwrap()
+}
+
+fn check_crossing(name: &str, g: &GuardedLab, c: &Crossing) {
+    let server = IpAddr::from(g.lab.server_v4());
+    let new_source = IpAddr::from(g.lab.client2_v4());
+    let old_source = IpAddr::from(g.lab.client_v4());
+    let recovery = c.recovery(new_source);
+    let noticed = c.rebind.as_ref().map(|(at, _, _)| *at - c.event_at);
+    println!(
+        "{name}: sent {}, echoed {} ({} via {old_source}, {} via {new_source}); traffic resumed \
+         over {} after {recovery:?} (target < 1 s); rebind reported after {noticed:?}: {}; TUN \
+         packets {}",
+        c.sent,
+        c.echoes.len(),
+        c.echoes_via(old_source),
+        c.echoes_via(new_source),
+        g.lab.uplink2(),
+        c.rebind.as_ref().map_or("-", |(_, r, _)| r.as_str()),
+        g.tun_packets_to(server)
+    );
+    assert!(
+        c.echoes_via(old_source) > 0,
+        "{name}: the flow never ran on the first uplink"
+    );
+    assert!(
+        recovery.is_some(),
+        "{name}: the flow did not resume over the second uplink"
+    );
+    let after = c.rebind.as_ref().and_then(|(_, _, a)| a.clone());
+    assert_eq!(
+        after.as_deref(),
+        Some(g.lab.uplink2()),
+        "{name}: rebind not reported"
+    );
+    assert_eq!(
+        g.tun_packets_to(server),
+        0,
+        "{name}: guarded packets entered the TUN"
+    );
+}
+
+#[test]
+fn uplink_route_deleted_mid_stream_the_flow_resumes_on_the_other_uplink() {
+    if loopguard_lab::skip_unprivileged("uplink_route_deleted_mid_stream") {
+        return;
+    }
+    let g = GuardedLab::build("rdel", true);
+    let c = cross(
+        &g,
+        &[&["-4", "route", "del", "default", "via", "192.0.2.1"]],
+    );
+    check_crossing("default route deleted", &g, &c);
+}
+
+#[test]
+fn uplink_link_down_mid_stream_the_flow_resumes_on_the_other_uplink() {
+    if loopguard_lab::skip_unprivileged("uplink_link_down_mid_stream") {
+        return;
+    }
+    let g = GuardedLab::build("ldown", true);
+    let c = cross(&g, &[&["link", "set", "lg-up0", "down"]]);
+    check_crossing("link down", &g, &c);
+}
+
+#[test]
+fn a_metric_change_preferring_the_other_uplink_is_noticed_and_followed() {
+    if loopguard_lab::skip_unprivileged("a_metric_change_preferring_the_other_uplink") {
+        return;
+    }
+    let g = GuardedLab::build("metric", true);
+    let addresses_before = g.lab.client().ip(&["addr", "show"]).unwrap();
+    let c = cross(
+        &g,
+        &[&[
+            "-4",
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.129",
+            "dev",
+            "lg-up1",
+            "metric",
+            "50",
+        ]],
+    );
+    check_crossing("metric 50 on the second uplink", &g, &c);
+    assert_eq!(
+        g.lab.client().ip(&["addr", "show"]).unwrap(),
+        addresses_before,
+        "addresses changed: the test would not show a pure metric change"
+    );
+}
+
+/// Counts resets.
+#[derive(Clone, Default)]
+struct Resets(Arc<AtomicU64>);
+
+impl Reset for Resets {
+    fn reset(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn address_changes_on_the_tunnels_own_interface_cause_no_reset() {
+    if loopguard_lab::skip_unprivileged("address_changes_on_the_tunnels_own_interface") {
+        return;
+    }
+    let g = GuardedLab::build("tunaddr", false);
+    let ns = g.lab.client().name().to_owned();
+    let (tun, uplink, config) = (g.lab.tun(), g.lab.uplink(), g.config);
+    let (quiet, after_uplink) = g
+        .lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let resets = Resets::default();
+                let factory = SocketFactory::new(LinuxMark::new(config));
+                let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
+                let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
+                roaming.reset_on_change(resets.clone());
+                roaming.reset_on_change(factory);
+                let mut batch = String::new();
+                for i in 10..30 {
+                    batch += &format!("addr add 203.0.113.{i}/32 dev {tun}\n");
+                    batch += &format!("addr add 2001:db8:ff::{i}/128 dev {tun} nodad\n");
+                }
+                for i in 10..20 {
+                    batch += &format!("addr del 203.0.113.{i}/32 dev {tun}\n");
+                }
+                ip_batch(&ns, &batch).await;
+                let quiet = tokio::time::timeout(Duration::from_millis(1500), roaming.next()).await;
+                let quiet_ok = quiet.is_err();
+                let tun_resets = resets.0.load(Ordering::SeqCst);
+                // The monitor is not simply deaf: a change on the uplink does reset.
+                ip_batch(&ns, &format!("addr add 192.0.2.77/24 dev {uplink}\n")).await;
+                let e = tokio::time::timeout(Duration::from_secs(3), roaming.next())
+                    .await
+                    .ok()
+                    .flatten();
+                println!(
+                    "uplink change: {:?}",
+                    e.as_ref().map(|e| e.batch.changes.clone())
+                );
+                (
+                    (quiet_ok, tun_resets),
+                    (e.is_some(), resets.0.load(Ordering::SeqCst)),
+                )
+            })
+        })
+        .unwrap();
+    println!(
+        "50 address changes on {}: batch seen: {}, resets {}; then one uplink address: batch \
+         seen: {}, resets {}",
+        g.lab.tun(),
+        !quiet.0,
+        quiet.1,
+        after_uplink.0,
+        after_uplink.1
+    );
+    assert!(
+        quiet.0,
+        "changes on the tunnel's own interface produced a batch"
+    );
+    assert_eq!(
+        quiet.1, 0,
+        "changes on the tunnel's own interface reset the factory"
+    );
+    assert!(after_uplink.0, "an uplink address change was not reported");
+    assert_eq!(after_uplink.1, 1, "an uplink change must reset once");
+}
+
+async fn ip_batch(ns: &str, commands: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(commands.as_bytes()).await.unwrap();
+    drop(stdin);
+    assert!(child.wait().await.unwrap().success(), "ip -batch failed");
+}
+
+#[test]
+fn a_burst_of_100_address_changes_yields_a_bounded_number_of_events() {
+    if loopguard_lab::skip_unprivileged("a_burst_of_100_address_changes") {
+        return;
+    }
+    let g = GuardedLab::build("burst", false);
+    let ns = g.lab.client().name().to_owned();
+    let uplink = g.lab.uplink();
+    let batches: Vec<Batch> = g
+        .lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let mut monitor = Monitor::new(MonitorConfig::default()).unwrap();
+                let mut commands = String::new();
+                for i in 0..100 {
+                    commands += &format!("addr add 198.51.100.{}/32 dev {uplink}\n", 100 + i);
+                }
+                let started = Instant::now();
+                ip_batch(&ns, &commands).await;
+                println!("100 address additions took {:?}", started.elapsed());
+                let mut batches = Vec::new();
+                while let Ok(Some(b)) =
+                    tokio::time::timeout(Duration::from_millis(1500), monitor.next()).await
+                {
+                    batches.push(b);
+                }
+                batches
+            })
+        })
+        .unwrap();
+    let raw: u64 = batches.iter().map(|b| b.raw_events).sum();
+    println!(
+        "burst of 100 address changes: {} debounced batch(es) from {raw} raw notifications: {:?}",
+        batches.len(),
+        batches
+            .iter()
+            .map(|b| b
+                .changes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    assert!(!batches.is_empty(), "the burst was not reported at all");
+    assert!(
+        batches.len() <= 5,
+        "{} batches for one burst",
+        batches.len()
+    );
+    let added: u32 = batches
+        .iter()
+        .flat_map(|b| &b.changes)
+        .filter(|c| c.kind == loopguard::monitor::ChangeKind::AddressAdded)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(added, 100, "every address addition is accounted for");
+}
+
+#[test]
+fn a_deleted_loopguard_rule_is_restored_and_a_foreign_rule_never_touched() {
+    if loopguard_lab::skip_unprivileged("a_deleted_loopguard_rule_is_restored") {
+        return;
+    }
+    let lab = Lab::build("heal").expect("lab");
+    let ns = lab.client();
+    // A foreign rule at our very priority, and one pointing at our table: never ours.
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "100",
+        "priority",
+        "32001",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.98",
+        "lookup",
+        "19527",
+        "priority",
+        "31000",
+    ])
+    .unwrap();
+    let foreign = |ns: &Netns| {
+        let rules = ns.ip(&["rule", "show"]).unwrap();
+        rules.contains("from 192.0.2.99 lookup 100")
+            && rules.contains("from 192.0.2.98 lookup 19527")
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let tun = lab.tun();
+    let keeper_thread = ns
+        .spawn(move || {
+            block_on(async move {
+                let routes = TunnelRoutes::new(GuardConfig::default());
+                let prefixes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+                let (_, keeper) = routes
+                    .keep(tun, &prefixes, KeepOptions::default())
+                    .await
+                    .expect("keep");
+                ready_tx.send(()).unwrap();
+                let _ = stop_rx.await;
+                let restores = keeper.restores();
+                let removed = keeper.stop().await.expect("stop");
+                done_tx.send((restores, removed)).unwrap();
+            })
+        })
+        .unwrap();
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("keeper started");
+    let ours_v4 = "not from all fwmark 0x4c47 lookup 19527";
+    let deletions: [(&str, &[&str], &Present<'_>); 3] = [
+        (
+            "IPv4 fwmark rule (ip rule del)",
+            &[
+                "-4", "rule", "del", "priority", "32001", "not", "fwmark", "0x4c47", "lookup",
+                "19527",
+            ],
+            &|ns: &Netns| ns.ip(&["-4", "rule", "show"]).unwrap().contains(ours_v4),
+        ),
+        (
+            "IPv6 suppress_prefixlength rule",
+            &["-6", "rule", "del", "priority", "32000"],
+            &|ns: &Netns| ns.ip(&["-6", "rule", "show"]).unwrap().contains("32000:"),
+        ),
+        (
+            "IPv4 route in table 19527",
+            &[
+                "-4", "route", "del", "default", "dev", "lg-tun0", "table", "19527",
+            ],
+            &|ns: &Netns| {
+                ns.ip(&["-4", "route", "show", "table", "19527"])
+                    .unwrap()
+                    .contains("default dev lg-tun0")
+            },
+        ),
+    ];
+    let mut times = Vec::new();
+    for (what, args, present) in deletions {
+        assert!(present(ns), "{what}: not installed to begin with");
+        // Spaced out so the repairs are not rate-limited as a fight.
+        std::thread::sleep(Duration::from_millis(2500));
+        ns.ip(args).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let deleted_at = Instant::now();
+        let mut back = None;
+        while deleted_at.elapsed() < Duration::from_secs(5) {
+            if present(ns) {
+                back = Some(deleted_at.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("{what}: deleted, back after {back:?} (target < 1 s)");
+        assert!(back.is_some(), "{what} was not restored");
+        assert!(
+            foreign(ns),
+            "a foreign rule was touched after restoring {what}"
+        );
+        times.push(back);
+    }
+    stop_tx.send(()).unwrap();
+    let (restores, removed) = done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    keeper_thread.join().unwrap();
+    println!("keeper: {restores} restores; on stop removed {removed:?}");
+    assert_eq!(restores, 3);
+    assert!(
+        foreign(ns),
+        "a foreign rule was touched when the keeper stopped"
+    );
+    assert!(
+        !ns.ip(&["-4", "rule", "show"]).unwrap().contains(ours_v4),
+        "ours left behind"
+    );
+}
+
+/// Whether something the keeper restores is in place.
+type Present<'a> = dyn Fn(&Netns) -> bool + 'a;
+
+/// A one-name DNS server in the server namespace, on port 53 of the server's addresses:
+/// `control.lg.example` has A 198.51.100.2 and AAAA 2001:db8:2::2; `big.lg.example` answers
+/// over UDP with the truncation bit only, so clients must ask again over TCP.
+struct DnsServer {
+    stop: Arc<AtomicBool>,
+    udp_queries: Arc<AtomicU64>,
+    tcp_queries: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn dns_answer(query: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::{A, AAAA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let q = Message::from_vec(query).ok()?;
+    let question = q.queries().first()?.clone();
+    let mut reply = q.clone();
+    reply
+        .set_message_type(MessageType::Response)
+        .set_recursion_available(true);
+    let control = Name::from_ascii("control.lg.example.").ok()?;
+    let big = Name::from_ascii("big.lg.example.").ok()?;
+    let name = question.name().clone();
+    if name == big && !over_tcp {
+        reply.set_truncated(true);
+        return reply.to_vec().ok();
+    }
+    if name != control && name != big {
+        reply.set_response_code(ResponseCode::NXDomain);
+        return reply.to_vec().ok();
+    }
+    let data = match question.query_type() {
+        RecordType::A => RData::A(A(Ipv4Addr::new(198, 51, 100, 2))),
+        RecordType::AAAA => RData::AAAA(AAAA("2001:db8:2::2".parse().ok()?)),
+        _ => return reply.to_vec().ok(),
+    };
+    reply.add_answer(Record::from_rdata(name, 60, data));
+    reply.to_vec().ok()
+}
+
+impl DnsServer {
+    fn start(ns: &Netns) -> DnsServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let udp_queries = Arc::new(AtomicU64::new(0));
+        let tcp_queries = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for ip in ["198.51.100.2", "2001:db8:2::2"] {
+            let addr = SocketAddr::new(ip.parse().unwrap(), 53);
+            let (stop, count) = (stop.clone(), udp_queries.clone());
+            let socket = ns
+                .run(move || std::net::UdpSocket::bind(addr))
+                .unwrap()
+                .unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        if let Some(reply) = dns_answer(&buf[..n], false) {
+                            let _ = socket.send_to(&reply, from);
+                        }
+                    }
+                }
+            }));
+        }
+        let addr: SocketAddr = "198.51.100.2:53".parse().unwrap();
+        let listener = ns
+            .run(move || std::net::TcpListener::bind(addr))
+            .unwrap()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop2, count) = (stop.clone(), tcp_queries.clone());
+        threads.push(std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                if s.read_exact(&mut q).is_err() {
+                    continue;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                if let Some(reply) = dns_answer(&q, true) {
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend(reply);
+                    let _ = s.write_all(&framed);
+                }
+            }
+        }));
+        DnsServer {
+            stop,
+            udp_queries,
+            tcp_queries,
+            threads,
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn names_resolve_through_guarded_sockets_while_the_tunnel_captures_dns() {
+    if loopguard_lab::skip_unprivileged("names_resolve_through_guarded_sockets") {
+        return;
+    }
+    let g = GuardedLab::build("dns", false);
+    let dns = DnsServer::start(g.lab.server());
+    let config = g.config;
+    let server_v4 = IpAddr::from(g.lab.server_v4());
+    let server_v6 = IpAddr::from(g.lab.server_v6());
+    let (control, big, over_v6, missing) = g
+        .lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let factory = SocketFactory::new(LinuxMark::new(config));
+                let resolver =
+                    GuardedResolver::new(factory.clone(), [SocketAddr::new(server_v4, 53)])
+                        .unwrap();
+                let control = resolver.lookup_ip("control.lg.example").await;
+                let big = resolver.lookup_ip("big.lg.example").await;
+                let v6 = GuardedResolver::new(factory, [SocketAddr::new(server_v6, 53)]).unwrap();
+                let over_v6 = v6.lookup_ip("control.lg.example").await;
+                let missing = resolver.lookup_ip("missing.lg.example").await;
+                // Cached now; a reset (what Roaming calls on a change) makes it ask again.
+                resolver.lookup_ip("control.lg.example").await.unwrap();
+                resolver.reset();
+                resolver.lookup_ip("control.lg.example").await.unwrap();
+                (control, big, over_v6, missing)
+            })
+        })
+        .unwrap();
+    let (udp, tcp) = (
+        dns.udp_queries.load(Ordering::SeqCst),
+        dns.tcp_queries.load(Ordering::SeqCst),
+    );
+    let in_tun = g.tun_packets_to(server_v4) + g.tun_packets_to(server_v6);
+    println!(
+        "control.lg.example: {control:?}; big.lg.example (truncated, then TCP): {big:?}; over \
+         IPv6: {over_v6:?}; missing: {missing:?}; server saw {udp} UDP and {tcp} TCP queries; \
+         DNS packets in the TUN: {in_tun}"
+    );
+    let expected: Vec<IpAddr> = vec![server_v4, server_v6];
+    assert_eq!(control.unwrap(), expected);
+    assert_eq!(big.unwrap(), expected);
+    assert_eq!(over_v6.unwrap(), expected);
+    assert!(
+        matches!(missing, Err(loopguard::resolve::DnsError::NotFound { .. })),
+        "{missing:?}"
+    );
+    // control (2) + big (2, then 2 over TCP) + over IPv6 (2) + missing (2) + after reset (2).
+    assert_eq!(
+        (udp, tcp),
+        (10, 2),
+        "the reset did not make the resolver ask again"
+    );
+    assert_eq!(in_tun, 0, "DNS queries or answers entered the TUN");
+    // The zero means something only if unguarded DNS does loop.
+    let looped = g
+        .lab
+        .client()
+        .run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07control\x02lg\x07example\x00\x00\x01\x00\x01";
+            for _ in 0..3 {
+                let _ = s.send_to(q, (server_v4, 53));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        })
+        .map(|_| g.tun.count_to(server_v4, Transport::Udp));
+    println!("plain DNS queries in the TUN: {looped:?}");
+    assert!(looped.unwrap() >= 3, "unguarded DNS did not enter the TUN");
+}
