@@ -1,7 +1,7 @@
 //! `loopguard`: the command-line face of the loopguard library.
 //!
-//! One module per command: `demo`, [`probe`], [`route`], [`routes`]; shared argument
-//! parsing lives in [`args`]. Every command returns whether it succeeded; errors caused by the
+//! One module per command: `demo`, [`probe`], [`route`], [`routes`], [`watch`]; shared
+//! argument parsing lives in [`args`]. Every command returns whether it succeeded; errors caused by the
 //! arguments ([`UsageError`]) exit with status 2, everything else that fails with status 1.
 
 // Elsewhere the Linux-only commands only say so; their reports and helpers go unused.
@@ -14,6 +14,7 @@ mod explain;
 mod probe;
 mod route;
 mod routes;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Install, show or remove a tunnel's routes and the policy rules that keep guarded
     /// sockets out of it (Linux, root)
     Routes(routes::RoutesArgs),
+    /// Print one line per debounced network change (links, addresses, routes, rules) until
+    /// SIGINT or SIGTERM (Linux)
+    Watch(watch::WatchArgs),
 }
 
 /// Arguments of `loopguard demo`.
@@ -103,6 +107,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Probe(a) => probe::run(a).await,
         Command::Route(a) => route::run(a).await,
         Command::Routes(a) => routes::run(a).await,
+        Command::Watch(a) => watch::run(a).await,
     }
 }
 

@@ -26,9 +26,14 @@ pub struct ProbeArgs {
     /// Address of an echo server.
     #[arg(
         value_name = "ADDR:PORT",
-        help = "Address of an echo server, e.g. 192.0.2.1:7 or [2001:db8::1]:7"
+        help = "Address of an echo server, e.g. 192.0.2.1:7 or [2001:db8::1]:7, or \
+                HOST:PORT with --resolver"
     )]
-    pub destination: SocketAddr,
+    pub destination: String,
+    /// Resolve a host name in ADDR:PORT through a guarded socket against this DNS server
+    /// (IP or IP:PORT, port 53 by default); the system resolver is never asked
+    #[arg(long, value_name = "ADDR", value_parser = parse_resolver)]
+    pub resolver: Option<SocketAddr>,
     #[command(flatten)]
     pub mark: MarkArg,
     /// Number of round trips
@@ -140,9 +145,13 @@ pub fn millis(d: std::time::Duration) -> f64 {
 /// Runs the probe; `Ok(true)` when every round trip succeeded.
 #[cfg(target_os = "linux")]
 pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
-    check_destination(args.destination)?;
     let config = args.mark.config()?;
-    let report = linux::probe(&args, config).await;
+    let destination = match args.destination.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => linux::resolve(&args, config).await?,
+    };
+    check_destination(destination)?;
+    let report = linux::probe(&args, destination, config).await;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -158,6 +167,33 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
 #[cfg(not(target_os = "linux"))]
 pub async fn run(_args: ProbeArgs) -> anyhow::Result<bool> {
     Err(crate::linux_only("probe"))
+}
+
+/// Parses `--resolver`: an IP address, or an IP address and port.
+pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{text}` is not an IP address or IP:PORT of a DNS server"))
+}
+
+/// Splits `HOST:PORT` (the host a name, not an address).
+pub fn split_host_port(text: &str) -> Result<(&str, u16), crate::UsageError> {
+    let bad = || {
+        crate::UsageError(format!(
+            "destination `{text}`: expected ADDR:PORT, or HOST:PORT with --resolver"
+        ))
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || host.contains(':') {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 fn check_destination(destination: SocketAddr) -> anyhow::Result<()> {
@@ -209,10 +245,41 @@ mod linux {
 
     use super::{describe, millis, payload, Failure, ProbeArgs, Report, Transport};
 
-    pub(super) async fn probe(args: &ProbeArgs, config: GuardConfig) -> Report {
+    /// Resolves `HOST:PORT` through a guarded resolver (never the system's).
+    pub(super) async fn resolve(
+        args: &ProbeArgs,
+        config: GuardConfig,
+    ) -> anyhow::Result<SocketAddr> {
+        let (host, port) = super::split_host_port(&args.destination)?;
+        let Some(server) = args.resolver else {
+            return Err(crate::UsageError(format!(
+                "destination `{}` is a host name: give --resolver ADDR (loopguard resolves \
+                 through a guarded socket, never through the system resolver)",
+                args.destination
+            ))
+            .into());
+        };
+        let resolver = loopguard::resolve::GuardedResolver::new(
+            SocketFactory::new(LinuxMark::new(config)),
+            [server],
+        )?
+        .with_timeout(Duration::from_millis(args.timeout_ms), 2);
+        let addrs = resolver.lookup(host, port).await?;
+        let first = *addrs
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("{host} has no address"))?;
+        eprintln!("{host} resolved through {server} (guarded): {first}");
+        Ok(first)
+    }
+
+    pub(super) async fn probe(
+        args: &ProbeArgs,
+        destination: SocketAddr,
+        config: GuardConfig,
+    ) -> Report {
         let mut report = Report {
             transport: args.transport,
-            destination: args.destination,
+            destination,
             mark: config.mark(),
             size: args.size,
             count: args.count,
@@ -237,7 +304,7 @@ mod linux {
         wait: Duration,
         report: &mut Report,
     ) {
-        let dst = args.destination;
+        let dst = report.destination;
         let local: SocketAddr = if dst.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -304,7 +371,7 @@ mod linux {
         wait: Duration,
         report: &mut Report,
     ) {
-        let dst = args.destination;
+        let dst = report.destination;
         let mut stream = match timeout(wait, factory.connect(dst)).await {
             Err(_) => {
                 report.error = Some(format!(
@@ -400,6 +467,32 @@ mod tests {
         });
         assert!(!r.ok());
         assert!(r.text().contains("  2: failed: no echo within 1000 ms"));
+    }
+
+    #[test]
+    fn host_names_and_resolvers_parse() {
+        assert_eq!(
+            split_host_port("control.lg.example:7").unwrap(),
+            ("control.lg.example", 7)
+        );
+        for bad in ["control.lg.example", "host:port", ":7", "2001:db8::1:7"] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_resolver("198.51.100.2").unwrap(),
+            "198.51.100.2:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_resolver("[2001:db8::53]:5353").unwrap(),
+            "[2001:db8::53]:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_resolver("2001:db8::53").unwrap(),
+            "[2001:db8::53]:53".parse().unwrap()
+        );
+        assert!(parse_resolver("dns.example")
+            .unwrap_err()
+            .contains("dns.example"));
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct ApplyArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Keep the routes and rules asserted (restore them when another program deletes them)
+    /// until SIGINT or SIGTERM, then remove them
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Arguments of `loopguard routes show` and `loopguard routes remove`.
@@ -96,7 +100,7 @@ pub async fn run(_args: RoutesArgs) -> anyhow::Result<bool> {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use loopguard::os::linux::{RoutesError, RoutesState, TunnelRoutes};
+    use loopguard::os::linux::{KeepOptions, RouteKeeper, RoutesError, RoutesState, TunnelRoutes};
     use loopguard::GuardConfig;
     use serde::Serialize;
     use serde_json::json;
@@ -140,10 +144,19 @@ mod linux {
     pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<bool> {
         let config = args.guard.config()?;
         let routes = TunnelRoutes::new(config);
-        let report = routes
-            .apply(&args.dev, &args.routes)
-            .await
-            .map_err(classify)?;
+        let (report, keeper) = if args.watch {
+            let (report, keeper) = routes
+                .keep(&args.dev, &args.routes, KeepOptions::default())
+                .await
+                .map_err(classify)?;
+            (report, Some(keeper))
+        } else {
+            let report = routes
+                .apply(&args.dev, &args.routes)
+                .await
+                .map_err(classify)?;
+            (report, None)
+        };
         let prefixes: Vec<String> = args.routes.iter().map(ToString::to_string).collect();
         let sysctls: Vec<_> = report
             .sysctls
@@ -176,6 +189,47 @@ mod linux {
                 t += &format!("\n  sysctl {} = {} (was {})", s.key, s.value, s.previous);
             }
             t
+        })?;
+        match keeper {
+            Some(keeper) => keep_until_signal(args.json, &config, keeper).await,
+            None => Ok(true),
+        }
+    }
+
+    /// `routes apply --watch`: restores what others delete until a signal, then removes
+    /// everything loopguard installed.
+    async fn keep_until_signal(
+        json: bool,
+        config: &GuardConfig,
+        keeper: RouteKeeper,
+    ) -> anyhow::Result<bool> {
+        let signal = crate::watch::stop_signal();
+        if signal.is_ok() {
+            eprintln!("keeping the routes asserted until SIGINT or SIGTERM");
+        }
+        let waited = match signal {
+            Ok(signal) => {
+                signal.await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        // Removed whether or not waiting worked: never leave the rules behind.
+        let restores = keeper.restores();
+        let report = keeper.stop().await.map_err(classify)?;
+        waited?;
+        let value = json!({
+            "stopped": true,
+            "restores": restores,
+            "rules_removed": report.rules_removed,
+            "routes_removed": report.routes_removed,
+            "conntrack_table_removed": report.conntrack_table_removed,
+        });
+        print(json, &value, || {
+            format!(
+                "stopped after {restores} restore(s); removed {} rule(s), {} route(s) ({config})",
+                report.rules_removed, report.routes_removed
+            )
         })?;
         Ok(true)
     }

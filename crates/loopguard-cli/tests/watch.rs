@@ -1,0 +1,200 @@
+//! `loopguard watch` and `loopguard routes apply --watch` as a user runs them (root, inside a
+//! network namespace of their own), stopped with SIGTERM.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use loopguard_lab::{skip_unprivileged, unique_name, Netns};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopguard");
+
+/// A namespace with a veth uplink (up, 192.0.2.2/24, default via 192.0.2.1) and an up TUN.
+fn namespace(tag: &str) -> Netns {
+    let ns = Netns::create(&unique_name(tag)).expect("namespace");
+    for step in [
+        &[
+            "link", "add", "lg-up0", "type", "veth", "peer", "name", "lg-up0p",
+        ][..],
+        &["link", "set", "lg-up0p", "up"],
+        &["link", "set", "lg-up0", "up"],
+        &["addr", "add", "192.0.2.2/24", "dev", "lg-up0"],
+        &["route", "add", "default", "via", "192.0.2.1"],
+        &["tuntap", "add", "dev", "lg-tun0", "mode", "tun"],
+        &["link", "set", "lg-tun0", "addrgenmode", "none"],
+        &["link", "set", "lg-tun0", "up"],
+    ] {
+        ns.ip(step)
+            .unwrap_or_else(|e| panic!("ip {}: {e}", step.join(" ")));
+    }
+    ns
+}
+
+/// Starts `loopguard ARGS` in `ns`; returns the child, its stdout lines and its stderr lines
+/// as channels.
+fn spawn(ns: &Netns, args: &[&str]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), BIN])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs loopguard");
+    let lines = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(child.stdout.take().unwrap()));
+    let err = lines(Box::new(child.stderr.take().unwrap()));
+    (child, out, err)
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {needle:?}");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // `ip netns exec` execs the program: the child's pid is loopguard's.
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn watch_json_prints_one_object_per_change_and_ignores_the_tunnel() {
+    if skip_unprivileged("watch_json_prints_one_object_per_change") {
+        return;
+    }
+    let ns = namespace("wj");
+    let (mut child, out, err) = spawn(&ns, &["watch", "--json", "--ignore", "lg-tun0"]);
+    wait_for_line(&err, "watching network changes");
+    ns.ip(&["addr", "add", "203.0.113.9/32", "dev", "lg-tun0"])
+        .unwrap();
+    ns.ip(&["addr", "add", "192.0.2.50/24", "dev", "lg-up0"])
+        .unwrap();
+    ns.ip(&["link", "set", "lg-up0", "down"]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.iter().any(|v: &Value| v["kind"] == "link_down") && Instant::now() < deadline {
+        if let Ok(line) = out.recv_timeout(Duration::from_millis(200)) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            seen.push(v);
+        }
+    }
+    let status = terminate(&mut child);
+    for v in &seen {
+        println!("{v}");
+        assert!(
+            v.get("kind").is_some() && v.get("interface").is_some(),
+            "{v}"
+        );
+        assert_ne!(
+            v["interface"], "lg-tun0",
+            "the ignored tunnel was reported: {v}"
+        );
+    }
+    assert!(
+        seen.iter().any(|v| v["kind"] == "address_added"
+            && v["interface"] == "lg-up0"
+            && v["subject"] == "192.0.2.50/24"),
+        "no address_added for lg-up0"
+    );
+    assert!(
+        seen.iter()
+            .any(|v| v["kind"] == "link_down" && v["interface"] == "lg-up0"),
+        "no link_down for lg-up0"
+    );
+    assert!(status.success(), "SIGTERM is a normal end: {status:?}");
+}
+
+#[test]
+fn routes_apply_watch_restores_deleted_rules_and_removes_everything_on_sigterm() {
+    if skip_unprivileged("routes_apply_watch_restores_deleted_rules") {
+        return;
+    }
+    let ns = namespace("rw");
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "100",
+        "priority",
+        "32001",
+    ])
+    .unwrap();
+    let (mut child, out, err) = spawn(
+        &ns,
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun0",
+            "--route",
+            "0.0.0.0/0",
+            "--watch",
+            "--json",
+        ],
+    );
+    wait_for_line(&err, "keeping the routes asserted");
+    let applied: Value = serde_json::from_str(&wait_for_line(&out, "rules_added")).unwrap();
+    assert_eq!(applied["rules_added"], 2, "{applied}");
+    let ours = "not from all fwmark 0x4c47 lookup 19527";
+    assert!(ns.ip(&["rule", "show"]).unwrap().contains(ours));
+    ns.ip(&[
+        "rule", "del", "priority", "32001", "not", "fwmark", "0x4c47", "lookup", "19527",
+    ])
+    .unwrap();
+    let deleted = Instant::now();
+    let mut back = None;
+    while deleted.elapsed() < Duration::from_secs(5) {
+        if ns.ip(&["rule", "show"]).unwrap().contains(ours) {
+            back = Some(deleted.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("rule deleted with ip rule del: back after {back:?} (target < 1 s)");
+    assert!(back.is_some(), "the deleted rule was not restored");
+    let status = terminate(&mut child);
+    let stopped: Value = serde_json::from_str(&wait_for_line(&out, "stopped")).unwrap();
+    println!("{stopped}");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(stopped["restores"], 1, "{stopped}");
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("19527"),
+        "left behind after SIGTERM:\n{rules}"
+    );
+    assert!(
+        rules.contains("from 192.0.2.99 lookup 100"),
+        "the foreign rule was touched:\n{rules}"
+    );
+}
