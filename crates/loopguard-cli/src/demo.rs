@@ -2,6 +2,10 @@
 //! exchanges made once through plain sockets (they loop into the TUN) and once through
 //! loopguard's factory (they reach the server, and nothing enters the TUN).
 //!
+//! A second act shows roaming: the client gains a second uplink, a guarded UDP flow runs, and
+//! the preferred uplink's default route is deleted mid-stream; the flow must go on over the
+//! other uplink with nothing entering the TUN.
+//!
 //! Every number printed is measured: "echoed" counts echoes actually received by the client,
 //! "TUN packets" counts packets actually read from the TUN device and addressed to the server.
 
@@ -9,7 +13,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use loopguard::os::linux::TunnelRoutes;
@@ -17,7 +21,7 @@ use loopguard::GuardConfig;
 use loopguard_lab::{remove_leftovers, EchoServers, Lab, Transport, TunCounter};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 /// Tag of every namespace the demo creates (`lg-demo...`), also used to clear leftovers.
 const TAG: &str = "demo";
@@ -68,6 +72,28 @@ struct DemoReport<'a> {
     tun_device: &'a str,
     tunnel_routes: [&'a str; 2],
     paths: &'a [PathReport],
+    roaming: &'a RoamReport,
+}
+
+/// What the roaming act measured.
+#[derive(Clone, Debug, Serialize)]
+struct RoamReport {
+    destination: SocketAddr,
+    /// The uplink whose default route was deleted mid-stream.
+    removed: &'static str,
+    /// The uplink expected to carry the flow afterwards.
+    took_over: &'static str,
+    sent: u64,
+    echoed: u64,
+    /// From the deletion to the first echo received over the other uplink.
+    recovery_ms: Option<f64>,
+    /// From the deletion to loopguard's monitor reporting the rebind (debounced).
+    rebind_ms: Option<f64>,
+    rebind: Option<String>,
+    /// Packets to the server read from the TUN during the act.
+    tun_packets: u64,
+    ok: bool,
+    verdict: String,
 }
 
 /// Runs the demo and prints its table (or, with `json`, one JSON object with a `paths`
@@ -143,17 +169,21 @@ fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
         .client()
         .run(|| drive_traffic(&lab, &echo, &counter, cancel))
         .context("running traffic in the client namespace")??;
-    let success = reports.iter().all(|r| r.ok);
+    check(cancel)?;
+    let roaming = roaming_act(&lab, &echo, &counter)?;
+    let success = reports.iter().all(|r| r.ok) && roaming.ok;
     if json {
         let report = DemoReport {
             success,
             tun_device: lab.tun(),
             tunnel_routes: ["0.0.0.0/0", "::/0"],
             paths: &reports,
+            roaming: &roaming,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&lab, &reports, success);
+        print_roaming(&roaming);
     }
     Ok(success)
 }
@@ -362,7 +392,7 @@ async fn udp_path(
             }
         }
     }
-    let deadline = Instant::now() + PATH_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + PATH_TIMEOUT;
     let mut buf = vec![0u8; 65_536];
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
@@ -504,4 +534,163 @@ fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
             }
         }
     }
+}
+
+/// The roaming act: a second uplink, a guarded UDP flow (one datagram every 5 ms), and the
+/// preferred uplink's IPv4 default route deleted mid-stream.
+fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::Result<RoamReport> {
+    use loopguard::monitor::{MarkedRoute, Monitor, MonitorConfig, Roaming};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+
+    lab.add_second_uplink()
+        .context("adding the second uplink")?;
+    let server = IpAddr::from(lab.server_v4());
+    let destination = echo
+        .udp_addr(server)
+        .ok_or_else(|| anyhow!("no echo server on {server}"))?;
+    let new_source = IpAddr::from(lab.client2_v4());
+    let before = counter.count_to(server, Transport::Udp);
+    let config = GuardConfig::default();
+    let (tun, ns) = (lab.tun(), lab.client().name().to_owned());
+    let (sent, echoes, event_at, rebind) = lab
+        .client()
+        .run(move || -> anyhow::Result<_> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let factory = loopguard::SocketFactory::new(loopguard::LinuxMark::new(config));
+                let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun))?;
+                let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
+                roaming.reset_on_change(factory.clone());
+                roaming.track(server).await;
+                let socket = Arc::new(factory.bind(unspecified_for(destination))?);
+                let stop = Arc::new(AtomicBool::new(false));
+                let sent = Arc::new(AtomicU64::new(0));
+                let echoes = Arc::new(Mutex::new(Vec::new()));
+                let sender = tokio::spawn({
+                    let (socket, stop, sent) = (socket.clone(), stop.clone(), sent.clone());
+                    async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let n = sent.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+                            let datagram = loopguard::DatagramOut::new(destination, &n);
+                            // Fails closed (HostUnreachable) while no path exists: keep trying.
+                            let _ = socket.send(&datagram).await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                });
+                let receiver = tokio::spawn({
+                    let (socket, echoes) = (socket.clone(), echoes.clone());
+                    async move {
+                        let mut buf = vec![0u8; 65_535 * socket.gro_segments()];
+                        while let Ok(meta) = socket.recv_from(&mut buf).await {
+                            let n = meta.datagrams(&buf).count();
+                            if let Ok(mut e) = echoes.lock() {
+                                e.extend(std::iter::repeat_n((Instant::now(), meta.dst_ip), n));
+                            }
+                        }
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let event_at = Instant::now();
+                let out = tokio::process::Command::new("ip")
+                    .args([
+                        "-n",
+                        &ns,
+                        "-4",
+                        "route",
+                        "del",
+                        "default",
+                        "via",
+                        "192.0.2.1",
+                    ])
+                    .output()
+                    .await?;
+                if !out.status.success() {
+                    bail!(
+                        "deleting the preferred default route: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                let rebind = timeout(Duration::from_secs(3), async {
+                    while let Some(e) = roaming.next().await {
+                        if let Some(r) = e.rebind.iter().find(|r| r.destination == server) {
+                            return Some((Instant::now(), r.to_string()));
+                        }
+                    }
+                    None
+                })
+                .await
+                .ok()
+                .flatten();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stop.store(true, Ordering::Relaxed);
+                let _ = sender.await;
+                receiver.abort();
+                let echoes = echoes.lock().map(|e| e.clone()).unwrap_or_default();
+                Ok((sent.load(Ordering::Relaxed), echoes, event_at, rebind))
+            })
+        })
+        .context("entering the client namespace")??;
+    tokio_settle();
+    let tun_packets = counter
+        .count_to(server, Transport::Udp)
+        .saturating_sub(before);
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let recovery = echoes
+        .iter()
+        .find(|(at, dst)| *at >= event_at && *dst == Some(new_source))
+        .map(|(at, _)| ms(*at - event_at));
+    let (ok, verdict) = match (recovery, tun_packets) {
+        (Some(_), 0) => (true, format!("resumed over {}, no loop", lab.uplink2())),
+        (None, 0) => (false, "FAIL: the flow did not resume".to_owned()),
+        (_, n) => (false, format!("FAIL: {n} packets entered the TUN")),
+    };
+    Ok(RoamReport {
+        destination,
+        removed: lab.uplink(),
+        took_over: lab.uplink2(),
+        sent,
+        echoed: echoes.len() as u64,
+        recovery_ms: recovery,
+        rebind_ms: rebind.as_ref().map(|(at, _)| ms(*at - event_at)),
+        rebind: rebind.map(|(_, r)| r),
+        tun_packets,
+        ok,
+        verdict,
+    })
+}
+
+/// Lets packets still in flight reach the TUN reader before it is read.
+fn tokio_settle() {
+    std::thread::sleep(SETTLE);
+}
+
+fn print_roaming(r: &RoamReport) {
+    let ms = |v: Option<f64>| v.map_or("never".to_owned(), |v| format!("{v:.1} ms"));
+    println!(
+        "\nroaming: guarded UDP to {} every 5 ms; the default route of {} (preferred) is \
+         deleted mid-stream, {} remains",
+        r.destination, r.removed, r.took_over
+    );
+    let over = format!("traffic flowed again over {}", r.took_over);
+    let rebind = r
+        .rebind
+        .as_ref()
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    println!("  {over:<34}{}", ms(r.recovery_ms));
+    println!(
+        "  {:<34}{}{rebind}",
+        "monitor reported the rebind",
+        ms(r.rebind_ms)
+    );
+    println!("  {:<34}{}", "TUN packets during the act", r.tun_packets);
+    println!(
+        "  {:<34}{} / {}",
+        "datagrams sent / echoed", r.sent, r.echoed
+    );
+    println!("  verdict: {}", r.verdict);
 }

@@ -104,6 +104,12 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["success"], true);
+    // The roaming act: the flow resumed over the second uplink, nothing entered the TUN.
+    let roaming = &v["roaming"];
+    println!("roaming act: {roaming}");
+    assert_eq!(roaming["ok"], true, "{roaming}");
+    assert_eq!(roaming["tun_packets"], 0, "{roaming}");
+    assert!(roaming["recovery_ms"].as_f64().is_some(), "{roaming}");
     let paths = v["paths"].as_array().expect("paths array");
     assert_eq!(paths.len(), 8);
     for p in paths {
