@@ -145,11 +145,14 @@ mod linux {
         let config = args.guard.config()?;
         let routes = TunnelRoutes::new(config);
         let (report, keeper) = if args.watch {
+            // Registered before anything is installed: a signal from now on means "remove".
+            let signal = crate::watch::stop_signal()
+                .map_err(|e| anyhow::anyhow!("registering for SIGINT and SIGTERM: {e}"))?;
             let (report, keeper) = routes
                 .keep(&args.dev, &args.routes, KeepOptions::default())
                 .await
                 .map_err(classify)?;
-            (report, Some(keeper))
+            (report, Some((keeper, signal)))
         } else {
             let report = routes
                 .apply(&args.dev, &args.routes)
@@ -191,7 +194,7 @@ mod linux {
             t
         })?;
         match keeper {
-            Some(keeper) => keep_until_signal(args.json, &config, keeper).await,
+            Some((keeper, signal)) => keep_until_signal(args.json, &config, keeper, signal).await,
             None => Ok(true),
         }
     }
@@ -202,22 +205,12 @@ mod linux {
         json: bool,
         config: &GuardConfig,
         keeper: RouteKeeper,
+        signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<bool> {
-        let signal = crate::watch::stop_signal();
-        if signal.is_ok() {
-            eprintln!("keeping the routes asserted until SIGINT or SIGTERM");
-        }
-        let waited = match signal {
-            Ok(signal) => {
-                signal.await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        // Removed whether or not waiting worked: never leave the rules behind.
+        eprintln!("keeping the routes asserted until SIGINT or SIGTERM");
+        signal.await;
         let restores = keeper.restores();
         let report = keeper.stop().await.map_err(classify)?;
-        waited?;
         let value = json!({
             "stopped": true,
             "restores": restores,
