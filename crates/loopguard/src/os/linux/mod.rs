@@ -4,11 +4,13 @@
 mod config;
 mod mark;
 mod route_get;
+mod route_resolver;
 mod routes;
 
 pub use config::{ConfigError, GuardConfig};
 pub use mark::LinuxMark;
 pub use route_get::{route_get, KernelRoute};
+pub use route_resolver::RouteResolver;
 pub use routes::{
     interface_index, interface_name, ApplyReport, Family, InstalledRoute, InstalledRule,
     KeepOptions, RemoveReport, RouteKeeper, RoutesError, RoutesState, SysctlChange, TunnelRoutes,

@@ -34,8 +34,19 @@ pub struct KernelRoute {
 /// A single lookup, not a dump: policy rules apply, so with the guard's mark this is the
 /// path a guarded socket takes. No route is [`RoutesError::Unreachable`] naming the
 /// destination. Must run inside a tokio runtime.
+///
+/// Opens a netlink socket for this one lookup; to look up many destinations, keep a
+/// [`RouteResolver`](super::RouteResolver) instead.
 pub async fn route_get(destination: IpAddr, mark: Option<u32>) -> Result<KernelRoute, RoutesError> {
-    let mut nl = Rtnl::connect()?;
+    lookup(&mut Rtnl::connect()?, destination, mark).await
+}
+
+/// [`route_get`] over an open connection.
+pub(crate) async fn lookup(
+    nl: &mut Rtnl,
+    destination: IpAddr,
+    mark: Option<u32>,
+) -> Result<KernelRoute, RoutesError> {
     let mut m = RouteMessage::default();
     let (family, len) = match destination {
         IpAddr::V4(_) => (AddressFamily::Inet, 32),
