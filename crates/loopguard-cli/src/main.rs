@@ -8,6 +8,7 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 mod args;
+mod bench;
 #[cfg(target_os = "linux")]
 mod demo;
 mod explain;
@@ -46,6 +47,8 @@ enum Command {
     /// Print one line per debounced network change (links, addresses, routes, rules) until
     /// SIGINT or SIGTERM (Linux)
     Watch(watch::WatchArgs),
+    /// Measure loopguard's cost against plain sockets and DashMap, interleaved in one run
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `loopguard demo`.
@@ -108,6 +111,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Route(a) => route::run(a).await,
         Command::Routes(a) => routes::run(a).await,
         Command::Watch(a) => watch::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
     }
 }
 
