@@ -172,7 +172,6 @@ impl Lab {
             UPLINK,
             "nodad",
         ])?;
-        c.ip(&["link", "set", UPLINK, "up"])?;
 
         r.ip(&["addr", "add", "192.0.2.1/24", "dev", ROUTER_CLIENT_SIDE])?;
         r.ip(&[
@@ -196,6 +195,10 @@ impl Lab {
         ])?;
         r.ip(&["link", "set", ROUTER_CLIENT_SIDE, "up"])?;
         r.ip(&["link", "set", ROUTER_SERVER_SIDE, "up"])?;
+        // The client's side of a link comes up after the router's: brought up first, its
+        // first IPv6 neighbour solicitation to the router goes unanswered and the first
+        // datagram waits a whole retransmission (1 s), measured here.
+        c.ip(&["link", "set", UPLINK, "up"])?;
         write_sysctls(
             r,
             &[("ipv4/ip_forward", "1"), ("ipv6/conf/all/forwarding", "1")],
@@ -317,7 +320,6 @@ impl Lab {
             UPLINK2,
             "nodad",
         ])?;
-        c.ip(&["link", "set", UPLINK2, "up"])?;
         r.ip(&[
             "addr",
             "add",
@@ -335,6 +337,8 @@ impl Lab {
             "nodad",
         ])?;
         r.ip(&["link", "set", ROUTER_CLIENT_SIDE2, "up"])?;
+        // The client side comes up last, see `wire`.
+        c.ip(&["link", "set", UPLINK2, "up"])?;
         set_rp_filter(r, &[ROUTER_CLIENT_SIDE2], RpFilter::Loose)?;
         set_rp_filter(&self.client, &[UPLINK2], RpFilter::Loose)?;
         // The first uplink's defaults get an explicit metric, so "preferred" is not an
