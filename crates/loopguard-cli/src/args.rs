@@ -25,10 +25,10 @@ pub fn parse_u32(text: &str) -> Result<u32, String> {
 /// default (see `GuardConfig`).
 #[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardArgs {
-    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x4c47]
+    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x3047]
     #[arg(long, value_name = "MARK", value_parser = parse_u32)]
     pub mark: Option<u32>,
-    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0xffffffff]
+    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0x30ff]
     #[arg(long, value_name = "MASK", value_parser = parse_u32)]
     pub mask: Option<u32>,
     /// Routing table that holds the tunnel's routes [default: 19527 (0x4c47)]
@@ -42,7 +42,7 @@ pub struct GuardArgs {
 /// Only the mark, for commands that make guarded sockets but install nothing.
 #[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MarkArg {
-    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x4c47]
+    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x3047]
     #[arg(long, value_name = "MARK", value_parser = parse_u32)]
     pub mark: Option<u32>,
 }
@@ -107,8 +107,8 @@ mod tests {
         );
         assert_eq!(MarkArg::default().config().unwrap(), GuardConfig::default());
         // The help text hard-codes the defaults (they are not known on other systems).
-        assert_eq!(GuardConfig::DEFAULT_MARK, 0x4c47);
-        assert_eq!(GuardConfig::DEFAULT_MASK, 0xffff_ffff);
+        assert_eq!(GuardConfig::DEFAULT_MARK, 0x3047);
+        assert_eq!(GuardConfig::DEFAULT_MASK, 0x30ff);
         assert_eq!(GuardConfig::DEFAULT_TABLE, 19527);
         assert_eq!(GuardConfig::DEFAULT_PRIORITY, 32000);
     }

@@ -325,7 +325,7 @@ fn probe_udp_round_trips_over_ipv4_and_ipv6() {
         // The text form prints one line per round trip.
         let out = loopguard(
             Some(&ns),
-            &["probe", "udp", &dst, "--count", "2", "--mark", "19527"],
+            &["probe", "udp", &dst, "--count", "2", "--mark", "12359"],
         );
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
@@ -333,7 +333,7 @@ fn probe_udp_round_trips_over_ipv4_and_ipv6() {
             text.contains("  1: ") && text.contains("  2: ") && text.contains(" ms"),
             "{text}"
         );
-        assert!(text.contains("0x4c47"), "{text}");
+        assert!(text.contains("0x3047"), "{text}");
     }
 }
 
@@ -496,7 +496,15 @@ fn guarded_pair() -> Guarded {
         .unwrap();
     client
         .ip(&[
-            "rule", "add", "not", "fwmark", "0x4c47", "lookup", "100", "pref", "100",
+            "rule",
+            "add",
+            "not",
+            "fwmark",
+            "0x3047/0x30ff",
+            "lookup",
+            "100",
+            "pref",
+            "100",
         ])
         .unwrap();
     Guarded { client, server }
@@ -547,7 +555,15 @@ fn route_get_reports_the_kernels_answer_for_the_mark() {
     ns.ip(&["route", "add", "default", "dev", "lg-tun", "table", "100"])
         .unwrap();
     ns.ip(&[
-        "rule", "add", "not", "fwmark", "0x4c47", "lookup", "100", "pref", "100",
+        "rule",
+        "add",
+        "not",
+        "fwmark",
+        "0x3047/0x30ff",
+        "lookup",
+        "100",
+        "pref",
+        "100",
     ])
     .unwrap();
 

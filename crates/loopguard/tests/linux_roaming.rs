@@ -486,12 +486,20 @@ fn a_deleted_loopguard_rule_is_restored_and_a_foreign_rule_never_touched() {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("keeper started");
-    let ours_v4 = "not from all fwmark 0x4c47 lookup 19527";
+    let ours_v4 = "not from all fwmark 0x3047/0x30ff lookup 19527";
     let deletions: [(&str, &[&str], &Present<'_>); 3] = [
         (
             "IPv4 fwmark rule (ip rule del)",
             &[
-                "-4", "rule", "del", "priority", "32001", "not", "fwmark", "0x4c47", "lookup",
+                "-4",
+                "rule",
+                "del",
+                "priority",
+                "32001",
+                "not",
+                "fwmark",
+                "0x3047/0x30ff",
+                "lookup",
                 "19527",
             ],
             &|ns: &Netns| ns.ip(&["-4", "rule", "show"]).unwrap().contains(ours_v4),

@@ -49,12 +49,16 @@ pub enum ConfigError {
 }
 
 impl GuardConfig {
-    /// The default mark, `0x4c47` ("LG"): clear of the common Kubernetes (`0x4000`,
-    /// `0x8000`) and WireGuard (`0xca6c`) marks.
-    pub const DEFAULT_MARK: u32 = 0x4c47;
-    /// The default mask: all 32 bits.
-    pub const DEFAULT_MASK: u32 = 0xffff_ffff;
-    /// The default table number, equal to the default mark as wg-quick does.
+    /// The default mark, `0x3047`: inside [`DEFAULT_MASK`](Self::DEFAULT_MASK).
+    pub const DEFAULT_MARK: u32 = 0x3047;
+    /// The default mask, `0x30ff`: bits 0 to 7, 12 and 13, which the common users of marks
+    /// leave alone: Kubernetes' kube-proxy ORs in `0x4000` and `0x8000`, Cilium uses
+    /// `0x0f00`, Calico `0xffff0000` and Tailscale `0xff0000`. Bits those programs set on a
+    /// guarded packet therefore do not break the match. WireGuard's `0xca6c` is compared as a
+    /// whole value by wg-quick and differs from ours. Router firmware often uses the low
+    /// byte: change the mark and mask there.
+    pub const DEFAULT_MASK: u32 = 0x30ff;
+    /// The default table number, `19527` (`0x4c47`, "LG").
     pub const DEFAULT_TABLE: u32 = 0x4c47;
     /// The default priority of the first rule; wg-quick's rules land at 32764 and 32765.
     pub const DEFAULT_PRIORITY: u32 = 32_000;

@@ -63,7 +63,7 @@ pub struct InstalledRule {
     /// Its address family.
     pub family: Family,
     /// Selector and action as `ip rule` prints them, e.g.
-    /// `not from all fwmark 0x4c47/0xffffffff lookup 19527`.
+    /// `not from all fwmark 0x3047/0x30ff lookup 19527`.
     pub selector: String,
     /// The table it looks up.
     pub table: u32,
