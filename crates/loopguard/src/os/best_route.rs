@@ -1,5 +1,5 @@
 //! The Windows strategy's logic, portable: for each destination, the best route on every
-//! interface except the tunnel's, decided by [`route::select`](crate::route::select) on a
+//! interface except the tunnel's, decided by [`route::select`] on a
 //! snapshot of the host's tables.
 //!
 //! The operating system is reached only through two small traits, so the same strategy runs
@@ -27,7 +27,7 @@ pub trait HostSnapshot: Send + Sync + 'static {
     /// The source address the OS itself would pick for `destination` when leaving through
     /// `interface` (on Windows, `GetBestRoute2` restricted to the interface's LUID).
     /// `Ok(None)` or an error mean "no opinion": the strategy then uses
-    /// [`choose_source`](crate::route::choose_source) on the snapshot. The default has none.
+    /// [`choose_source`] on the snapshot. The default has none.
     fn best_source(
         &self,
         interface: &Interface,
@@ -56,7 +56,7 @@ pub fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
 }
 
 /// The best route outside the tunnel, the way Windows would choose it if the tunnel did not
-/// exist: see [`route::select`](crate::route::select) for the rules. Datagrams without a
+/// exist: see [`route::select`] for the rules. Datagrams without a
 /// source get the chosen source and interface index (stamped with `IP_PKTINFO` /
 /// `IPV6_PKTINFO`); stream sockets are bound to the source and pinned to the interface.
 ///
