@@ -35,7 +35,8 @@ pub struct KernelRoute {
 /// path a guarded socket takes. No route is [`RoutesError::Unreachable`] naming the
 /// destination. Must run inside a tokio runtime.
 ///
-/// Opens a netlink socket for this one lookup; to look up many destinations, keep a
+/// Opens a netlink socket for this one lookup; to look up many destinations (or from
+/// synchronous code, such as [`Strategy::resolve`](crate::Strategy::resolve)), keep a
 /// [`RouteResolver`](super::RouteResolver) instead.
 pub async fn route_get(destination: IpAddr, mark: Option<u32>) -> Result<KernelRoute, RoutesError> {
     lookup(&mut Rtnl::connect()?, destination, mark).await
@@ -47,6 +48,23 @@ pub(crate) async fn lookup(
     destination: IpAddr,
     mark: Option<u32>,
 ) -> Result<KernelRoute, RoutesError> {
+    let answers = nl
+        .request(
+            RouteNetlinkMessage::GetRoute(request(destination, mark)),
+            NLM_F_REQUEST,
+            &operation(destination, mark),
+        )
+        .await;
+    let mut out = answer(destination, answers)?;
+    if let Some(i) = out.interface_index {
+        // The device may vanish between the two calls; the index still says where.
+        out.interface = nl.link_name(i).await.ok();
+    }
+    Ok(out)
+}
+
+/// The `RTM_GETROUTE` request for `destination` and `mark`.
+pub(crate) fn request(destination: IpAddr, mark: Option<u32>) -> RouteMessage {
     let mut m = RouteMessage::default();
     let (family, len) = match destination {
         IpAddr::V4(_) => (AddressFamily::Inet, 32),
@@ -61,14 +79,23 @@ pub(crate) async fn lookup(
     if let Some(mark) = mark {
         m.attributes.push(RouteAttribute::Mark(mark));
     }
-    let op = match mark {
+    m
+}
+
+/// What the lookup is, for error messages.
+pub(crate) fn operation(destination: IpAddr, mark: Option<u32>) -> String {
+    match mark {
         Some(mark) => format!("looking up the route to {destination} with mark {mark:#x}"),
         None => format!("looking up the route to {destination}"),
-    };
-    let answers = match nl
-        .request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, &op)
-        .await
-    {
+    }
+}
+
+/// The route in the kernel's answer to [`request`] (without the interface's name).
+pub(crate) fn answer(
+    destination: IpAddr,
+    answers: Result<Vec<RouteNetlinkMessage>, RoutesError>,
+) -> Result<KernelRoute, RoutesError> {
+    let answers = match answers {
         Ok(a) => a,
         Err(RoutesError::Netlink { source, .. }) if is_unreachable(source.raw_os_error()) => {
             return Err(RoutesError::Unreachable {
@@ -120,10 +147,6 @@ pub(crate) async fn lookup(
     }
     if out.table.is_none() && route.header.table != 0 {
         out.table = Some(u32::from(route.header.table));
-    }
-    if let Some(i) = out.interface_index {
-        // The device may vanish between the two calls; the index still says where.
-        out.interface = nl.link_name(i).await.ok();
     }
     Ok(out)
 }
