@@ -100,7 +100,11 @@ fn bench_quick_json_has_every_key() {
     }
     assert_eq!(v["privileged"], privileged, "{v:#}");
     if privileged {
-        assert_eq!(v["notes"], serde_json::json!([]), "nothing skipped as root");
+        let notes = v["notes"].to_string();
+        assert!(
+            !notes.contains("skipped"),
+            "nothing skipped as root: {notes}"
+        );
     } else if std::env::var_os("LOOPGUARD_REQUIRE_PRIVILEGED").is_some() {
         panic!("bench: the namespace figures need root");
     }

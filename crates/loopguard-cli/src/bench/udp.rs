@@ -459,10 +459,11 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
     Ok(out)
 }
 
-/// Cold resolution: `RouteResolver::route_get` over one open netlink socket, `route_get`
-/// opening a socket per lookup, and `ip route get DST mark M` as a process, interleaved.
-/// Runs in `ns` when given (to the peer's address), else in the current namespace (to
-/// 127.0.0.1: a read-only lookup that every namespace answers).
+/// Cold resolution, interleaved per round: one `RTM_GETROUTE` with the mark over an open
+/// netlink socket (`RouteResolver::lookup`), the same plus the interface's name
+/// (`RouteResolver::route_get`, two requests), `route_get` opening a socket per lookup, and
+/// `ip route get DST mark M` as a process. Runs in `ns` when given (to the peer's address),
+/// else in the current namespace (to 127.0.0.1: a read-only lookup every namespace answers).
 pub fn cold_resolution(ns: Option<&Netns>, rounds: usize, quick: bool) -> anyhow::Result<Value> {
     let dst: IpAddr = if ns.is_some() {
         RECEIVER.into()
@@ -473,51 +474,59 @@ pub fn cold_resolution(ns: Option<&Netns>, rounds: usize, quick: bool) -> anyhow
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            let mut resolver = loopguard::os::linux::RouteResolver::new()?;
-            let (netlink_n, fresh_n, process_n) =
-                if quick { (200, 50, 4) } else { (1000, 200, 10) };
-            let mark = format!("{MARK:#x}");
-            let dst_text = dst.to_string();
-            let (mut netlink, mut fresh, mut process) = (vec![], vec![], vec![]);
-            // Warm-up: the first lookups fault pages in, the first `ip` run loads the binary.
-            resolver.route_get(dst, Some(MARK)).await?;
-            std::process::Command::new("ip")
+        let mut resolver = loopguard::os::linux::RouteResolver::new()?;
+        let (netlink_n, fresh_n, process_n) = if quick { (500, 50, 4) } else { (2000, 200, 10) };
+        let mark = format!("{MARK:#x}");
+        let dst_text = dst.to_string();
+        let ip_route_get = || -> anyhow::Result<()> {
+            let out = std::process::Command::new("ip")
                 .args(["route", "get", &dst_text, "mark", &mark])
                 .output()
                 .context("running `ip route get`")?;
-            for _ in 0..rounds {
-                let start = Instant::now();
-                for _ in 0..netlink_n {
-                    resolver.route_get(dst, Some(MARK)).await?;
-                }
-                netlink.push(start.elapsed().as_secs_f64() * 1e6 / netlink_n as f64);
-                let start = Instant::now();
+            anyhow::ensure!(out.status.success(), "`ip route get {dst_text}` failed");
+            Ok(())
+        };
+        let per_call = |start: Instant, n: usize| start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let (mut one, mut named, mut fresh, mut process) = (vec![], vec![], vec![], vec![]);
+        // Warm-up: the first lookups fault pages in, the first `ip` run loads the binary.
+        resolver.route_get(dst, Some(MARK))?;
+        ip_route_get()?;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            for _ in 0..netlink_n {
+                std::hint::black_box(resolver.lookup(dst, Some(MARK))?);
+            }
+            one.push(per_call(start, netlink_n));
+            let start = Instant::now();
+            for _ in 0..netlink_n {
+                std::hint::black_box(resolver.route_get(dst, Some(MARK))?);
+            }
+            named.push(per_call(start, netlink_n));
+            let start = Instant::now();
+            rt.block_on(async {
                 for _ in 0..fresh_n {
                     loopguard::os::linux::route_get(dst, Some(MARK)).await?;
                 }
-                fresh.push(start.elapsed().as_secs_f64() * 1e6 / fresh_n as f64);
-                let start = Instant::now();
-                for _ in 0..process_n {
-                    let out = std::process::Command::new("ip")
-                        .args(["route", "get", &dst_text, "mark", &mark])
-                        .output()
-                        .context("running `ip route get`")?;
-                    anyhow::ensure!(out.status.success(), "`ip route get {dst_text}` failed");
-                }
-                process.push(start.elapsed().as_secs_f64() * 1e6 / process_n as f64);
+                Ok::<_, loopguard::os::linux::RoutesError>(())
+            })?;
+            fresh.push(per_call(start, fresh_n));
+            let start = Instant::now();
+            for _ in 0..process_n {
+                ip_route_get()?;
             }
-            let speedup = Ratio::of(&process, &netlink);
-            Ok(json!({
-                "netlink": round(median(&netlink), 2),
-                "netlink_new_socket": round(median(&fresh), 2),
-                "ip_process": round(median(&process), 1),
-                "speedup": round(speedup.median, 1),
-                "speedup_spread": [round(speedup.min, 1), round(speedup.max, 1)],
-                "destination": dst_text,
-                "mark": MARK,
-            }))
-        })
+            process.push(per_call(start, process_n));
+        }
+        let speedup = Ratio::of(&process, &one);
+        Ok(json!({
+            "netlink": round(median(&one), 2),
+            "netlink_with_name": round(median(&named), 2),
+            "netlink_new_socket": round(median(&fresh), 2),
+            "ip_process": round(median(&process), 1),
+            "speedup": round(speedup.median, 1),
+            "speedup_spread": [round(speedup.min, 1), round(speedup.max, 1)],
+            "destination": dst_text,
+            "mark": MARK,
+        }))
     };
     match ns {
         Some(ns) => ns.run(work)?,
