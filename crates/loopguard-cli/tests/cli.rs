@@ -460,7 +460,7 @@ fn probe_without_cap_net_admin_reports_the_protection_failure() {
 }
 
 /// A client namespace whose unmarked traffic goes to an unreachable table (the "tunnel"), so
-/// only sockets carrying mark 0x4c47 reach the server namespace over a veth pair.
+/// only sockets carrying the default mark 0x3047 reach the server namespace over a veth pair.
 struct Guarded {
     client: Netns,
     server: Netns,

@@ -166,10 +166,18 @@ fn routes_apply_watch_restores_deleted_rules_and_removes_everything_on_sigterm()
     wait_for_line(&err, "keeping the routes asserted");
     let applied: Value = serde_json::from_str(&wait_for_line(&out, "rules_added")).unwrap();
     assert_eq!(applied["rules_added"], 2, "{applied}");
-    let ours = "not from all fwmark 0x4c47 lookup 19527";
+    let ours = "not from all fwmark 0x3047/0x30ff lookup 19527";
     assert!(ns.ip(&["rule", "show"]).unwrap().contains(ours));
     ns.ip(&[
-        "rule", "del", "priority", "32001", "not", "fwmark", "0x4c47", "lookup", "19527",
+        "rule",
+        "del",
+        "priority",
+        "32001",
+        "not",
+        "fwmark",
+        "0x3047/0x30ff",
+        "lookup",
+        "19527",
     ])
     .unwrap();
     let deleted = Instant::now();
