@@ -52,7 +52,7 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     let (rounds, window, lookups) = if args.quick {
         (5, Duration::from_millis(100), 200_000)
     } else {
-        (15, Duration::from_millis(250), 1_000_000)
+        (21, Duration::from_millis(150), 500_000)
     };
     let mut notes: Vec<String> = Vec::new();
     // An unoptimised build measures nothing worth reading: shorten its work (the smoke test
@@ -131,6 +131,7 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
         report["cold_resolution_us"] = cold_null;
     }
     report["seconds"] = round(started.elapsed().as_secs_f64(), 1);
+    report["machine"]["loadavg_end"] = json!(loadavg());
     report["notes"] = json!(notes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -158,7 +159,19 @@ fn machine() -> Value {
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "cpu_model": model,
         "kernel": kernel,
+        // Other work on the machine skews absolute figures (ratios less so): say how busy it was.
+        "loadavg_start": loadavg(),
     })
+}
+
+/// The 1-minute load average, when the system reports one.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Memory of 100,000 cached destinations, each kind measured in a child process of its own so
@@ -224,12 +237,14 @@ fn table(r: &Value) -> String {
     let mut out = String::new();
     let m = &r["machine"];
     out.push_str(&format!(
-        "loopguard bench ({}; {} rounds) on {} CPU(s), {}, Linux {}\n\n",
+        "loopguard bench ({}; {} rounds) on {} CPU(s), {}, Linux {}; load average {} at the start, {} at the end\n\n",
         r["mode"].as_str().unwrap_or(""),
         r["rounds"],
         m["cpus"],
         m["cpu_model"].as_str().unwrap_or("?"),
         m["kernel"].as_str().unwrap_or("?"),
+        num(&m["loadavg_start"]),
+        num(&m["loadavg_end"]),
     ));
     let u = &r["udp_send"];
     out.push_str(&format!(
@@ -248,9 +263,11 @@ fn table(r: &Value) -> String {
         ("(d) loopguard, mark        ", "mark"),
     ] {
         out.push_str(&format!(
-            "  {label}  ratio {} spread {}\n",
+            "  {label}  ratio {} spread {}; per sender CPU-second {} spread {}\n",
             num(&u[format!("{key}_ratio")]),
-            u[format!("{key}_spread")]
+            u[format!("{key}_spread")],
+            num(&u[format!("{key}_cpu_ratio")]),
+            u[format!("{key}_cpu_spread")]
         ));
     }
     out.push_str(&format!(
@@ -269,9 +286,11 @@ fn table(r: &Value) -> String {
         ("loopguard, mark            ", "mark"),
     ] {
         out.push_str(&format!(
-            "  {label}  ratio {} spread {}\n",
+            "  {label}  ratio {} spread {}; per receiver CPU-second {} spread {}\n",
             num(&v[format!("{key}_ratio")]),
-            v[format!("{key}_spread")]
+            v[format!("{key}_spread")],
+            num(&v[format!("{key}_cpu_ratio")]),
+            v[format!("{key}_cpu_spread")]
         ));
     }
     let c = &r["cache_hit_ns"];

@@ -98,6 +98,18 @@ impl Pair {
     }
 }
 
+/// CPU time this thread has used (user and system, which includes the softirq work its
+/// system calls do), in seconds. Other processes on the machine do not add to it.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn set_rcvbuf(fd: &impl AsRawFd) {
     // SAFETY: the value pointer and length describe one c_int for the call's duration.
     unsafe {
@@ -218,9 +230,17 @@ impl Plain {
     }
 }
 
-/// Datagrams/s per variant and round, (sent, received) per variant, GSO segments per batch.
+/// Datagrams per second and per CPU-second of the sending thread, per variant and round;
+/// (sent, received) per variant; GSO segments per batch.
 /// Queue-full retries and dropped datagrams of the loopguard sockets (their counters).
-type SendSamples = (Vec<Vec<f64>>, Vec<(u64, u64)>, usize, u64, u64);
+type SendSamples = (
+    Vec<Vec<f64>>,
+    Vec<Vec<f64>>,
+    Vec<(u64, u64)>,
+    usize,
+    u64,
+    u64,
+);
 
 /// The send variants, in the order of the report.
 const SEND_VARIANTS: [&str; 4] = ["baseline", "explicit_src", "resolved_src", "mark"];
@@ -252,6 +272,7 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                 .min(explicit.max_gso_segments());
             let payload = vec![0x5au8; PAYLOAD * segments];
             let mut pps = vec![Vec::new(); SEND_VARIANTS.len()];
+            let mut per_cpu = vec![Vec::new(); SEND_VARIANTS.len()];
             let mut delivered = vec![(0u64, 0u64); SEND_VARIANTS.len()];
             // One warm-up window each (ARP, page faults, socket buffers), not recorded.
             for round in 0..=rounds {
@@ -260,6 +281,7 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                     let v = (k + round) % SEND_VARIANTS.len();
                     let before = counter.settle();
                     let start = Instant::now();
+                    let cpu = thread_cpu();
                     let mut sent = 0u64;
                     while start.elapsed() < window {
                         let ok = match v {
@@ -292,9 +314,11 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                         }
                     }
                     let elapsed = start.elapsed().as_secs_f64();
+                    let cpu = thread_cpu() - cpu;
                     let received = counter.settle() - before;
                     if round > 0 {
                         pps[v].push(sent as f64 / elapsed);
+                        per_cpu[v].push(sent as f64 / cpu);
                         delivered[v].0 += sent;
                         delivered[v].1 += received;
                     }
@@ -304,15 +328,16 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
             let m = mark_factory.counters();
             let retries = c.queue_full_retries + m.queue_full_retries;
             let dropped = c.dropped() + m.dropped();
-            Ok((pps, delivered, segments, retries, dropped))
+            Ok((pps, per_cpu, delivered, segments, retries, dropped))
         })
     })??;
     drop(counter);
-    let (pps, delivered, segments, retries, dropped) = result;
+    let (pps, per_cpu, delivered, segments, retries, dropped) = result;
     let base = median(&pps[0]);
     let mut out = json!({
         "baseline_pps": round(base, 0),
         "baseline_gbps": round(base * (PAYLOAD * 8) as f64 / 1e9, 3),
+        "baseline_pps_per_cpu_second": round(median(&per_cpu[0]), 0),
         "gso_segments": segments,
         "payload_bytes": PAYLOAD,
     });
@@ -321,6 +346,10 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
         out[format!("{name}_ratio")] = round(r.median, 3);
         out[format!("{name}_spread")] = r.spread();
         out[format!("{name}_pps")] = round(median(&pps[v]), 0);
+        // The same per CPU-second of the sender: what other processes' load cannot skew.
+        let c = Ratio::of(&per_cpu[v], &per_cpu[0]);
+        out[format!("{name}_cpu_ratio")] = round(c.median, 3);
+        out[format!("{name}_cpu_spread")] = c.spread();
     }
     out["delivered"] = delivered_json(&delivered, &SEND_VARIANTS);
     out["loopguard_queue_full_retries"] = json!(retries);
@@ -336,6 +365,10 @@ fn delivered_json(delivered: &[(u64, u64)], names: &[&str]) -> Value {
     }
     d
 }
+
+/// Datagrams per second and per CPU-second of the receiving thread, per variant and round;
+/// datagrams per filled buffer.
+type RecvSamples = (Vec<Vec<f64>>, Vec<Vec<f64>>, f64);
 
 /// The receive variants.
 const RECV_VARIANTS: [&str; 3] = ["baseline", "loopguard", "mark"];
@@ -371,7 +404,7 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
             }
         })
     };
-    let result = pair.b.run(|| -> anyhow::Result<(Vec<Vec<f64>>, f64)> {
+    let result = pair.b.run(|| -> anyhow::Result<RecvSamples> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -393,6 +426,7 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
             let mut meta = vec![RecvMeta::default(); batch];
             let mut lg_meta = vec![loopguard::RecvMeta::default(); batch];
             let mut pps = vec![Vec::new(); RECV_VARIANTS.len()];
+            let mut per_cpu = vec![Vec::new(); RECV_VARIANTS.len()];
             let (mut reads, mut datagrams) = (0u64, 0u64);
             for round in 0..=rounds {
                 for k in 0..RECV_VARIANTS.len() {
@@ -401,6 +435,7 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                     // Let the previous variant's datagrams in flight land where they belong.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     let start = Instant::now();
+                    let cpu = thread_cpu();
                     let mut got = 0u64;
                     let deadline = window + Duration::from_secs(1);
                     while start.elapsed() < window {
@@ -435,19 +470,21 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                     }
                     if round > 0 {
                         pps[v].push(got as f64 / start.elapsed().as_secs_f64());
+                        per_cpu[v].push(got as f64 / (thread_cpu() - cpu));
                     }
                 }
             }
-            Ok((pps, datagrams as f64 / reads.max(1) as f64))
+            Ok((pps, per_cpu, datagrams as f64 / reads.max(1) as f64))
         })
     });
     stop.store(true, Ordering::Relaxed);
     let _ = sender.join();
-    let (pps, per_read) = result??;
+    let (pps, per_cpu, per_read) = result??;
     let base = median(&pps[0]);
     let mut out = json!({
         "baseline_pps": round(base, 0),
         "baseline_gbps": round(base * (PAYLOAD * 8) as f64 / 1e9, 3),
+        "baseline_pps_per_cpu_second": round(median(&per_cpu[0]), 0),
         "datagrams_per_buffer": round(per_read, 2),
     });
     for (v, name) in RECV_VARIANTS.iter().enumerate().skip(1) {
@@ -455,6 +492,9 @@ pub fn recv(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
         out[format!("{name}_ratio")] = round(r.median, 3);
         out[format!("{name}_spread")] = r.spread();
         out[format!("{name}_pps")] = round(median(&pps[v]), 0);
+        let c = Ratio::of(&per_cpu[v], &per_cpu[0]);
+        out[format!("{name}_cpu_ratio")] = round(c.median, 3);
+        out[format!("{name}_cpu_spread")] = c.spread();
     }
     Ok(out)
 }
