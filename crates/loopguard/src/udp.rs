@@ -244,7 +244,9 @@ impl UdpSocket {
             let (now, later) = rest.split_at(take);
             transmit.contents = now;
             transmit.segment_size = (take > segment).then_some(segment);
-            self.send_batch(&mut transmit, &mut interface, datagram.src.is_none())
+            // Only a source the strategy chose can be resolved again; with the Linux mark
+            // the kernel chooses, and there is nothing to forget.
+            self.send_batch(&mut transmit, &mut interface, path.is_some())
                 .await?;
             let datagrams = take.div_ceil(segment.max(1)).max(1) as u64;
             self.counters.add(Counter::DatagramsSent, datagrams);

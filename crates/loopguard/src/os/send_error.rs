@@ -20,9 +20,14 @@ pub(crate) enum SendFailure {
 }
 
 impl SendFailure {
-    /// Whether this failure can also mean "the source is gone" (EINVAL is ambiguous).
+    /// Whether this failure can also mean "the source is gone". EINVAL is ambiguous, and so
+    /// is "unreachable": Linux answers an IPv4 send from an address no longer on any
+    /// interface with `ENETUNREACH` (measured on 6.18; older kernels said `EINVAL`), IPv6
+    /// with `EINVAL`. A resolved source is therefore resolved once more on either; if the
+    /// destination is really unreachable, the second resolution says so.
     pub(crate) fn may_be_source_gone(self, err: &io::Error) -> bool {
-        self == SendFailure::SourceGone || err.raw_os_error() == Some(EINVAL)
+        matches!(self, SendFailure::SourceGone | SendFailure::Unreachable)
+            || err.raw_os_error() == Some(EINVAL)
     }
 }
 
@@ -79,5 +84,8 @@ mod tests {
         let einval = e(libc::EINVAL);
         assert!(classify(&einval).may_be_source_gone(&einval));
         assert!(!classify(&e(libc::EIO)).may_be_source_gone(&e(libc::EIO)));
+        let unreachable = e(libc::ENETUNREACH);
+        assert!(classify(&unreachable).may_be_source_gone(&unreachable));
+        assert!(!classify(&e(libc::EPERM)).may_be_source_gone(&e(libc::EPERM)));
     }
 }
