@@ -72,7 +72,40 @@ struct DemoReport<'a> {
     tun_device: &'a str,
     tunnel_routes: [&'a str; 2],
     paths: &'a [PathReport],
+    /// What the guarded factory of the table counted (`SocketFactory::counters`).
+    counters: CountersReport,
     roaming: &'a RoamReport,
+}
+
+/// A factory's counters, as printed: every guarded UDP datagram sent, received or dropped
+/// (with the reason).
+#[derive(Clone, Copy, Debug, Serialize)]
+struct CountersReport {
+    datagrams_sent: u64,
+    sends: u64,
+    datagrams_received: u64,
+    dropped_no_route: u64,
+    dropped_send_error: u64,
+    queue_full_retries: u64,
+    gso_fallbacks: u64,
+    sources_re_resolved: u64,
+    protection_failures: u64,
+}
+
+impl From<loopguard::Counters> for CountersReport {
+    fn from(c: loopguard::Counters) -> Self {
+        CountersReport {
+            datagrams_sent: c.datagrams_sent,
+            sends: c.sends,
+            datagrams_received: c.datagrams_received,
+            dropped_no_route: c.dropped_no_route,
+            dropped_send_error: c.dropped_send_error,
+            queue_full_retries: c.queue_full_retries,
+            gso_fallbacks: c.gso_fallbacks,
+            sources_re_resolved: c.sources_re_resolved,
+            protection_failures: c.protection_failures,
+        }
+    }
 }
 
 /// What the roaming act measured.
@@ -165,7 +198,7 @@ fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
     check(cancel)?;
     let counter = TunCounter::start(lab.client(), lab.tun(), servers.to_vec())
         .context("attaching the TUN packet counter")?;
-    let reports = lab
+    let (reports, counters) = lab
         .client()
         .run(|| drive_traffic(&lab, &echo, &counter, cancel))
         .context("running traffic in the client namespace")??;
@@ -178,11 +211,13 @@ fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
             tun_device: lab.tun(),
             tunnel_routes: ["0.0.0.0/0", "::/0"],
             paths: &reports,
+            counters,
             roaming: &roaming,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&lab, &reports, success);
+        print_counters(&counters);
         print_roaming(&roaming);
     }
     Ok(success)
@@ -211,13 +246,14 @@ fn install_tunnel_routes(lab: &Lab) -> anyhow::Result<()> {
         .context("entering the client namespace")?
 }
 
-/// Sends every path's traffic from inside the client namespace and measures it.
+/// Sends every path's traffic from inside the client namespace and measures it; also returns
+/// the guarded factory's counters.
 fn drive_traffic(
     lab: &Lab,
     echo: &EchoServers,
     counter: &TunCounter,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<PathReport>> {
+) -> anyhow::Result<(Vec<PathReport>, CountersReport)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -253,7 +289,7 @@ fn drive_traffic(
                 }
             }
         }
-        Ok(reports)
+        Ok((reports, factory.counters().into()))
     })
 }
 
@@ -534,6 +570,24 @@ fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
             }
         }
     }
+}
+
+/// The guarded factory's counters, under the table.
+fn print_counters(c: &CountersReport) {
+    println!(
+        "guarded factory counters: UDP datagrams sent {} (in {} sends), received {}; dropped: \
+         no route {}, send error {}; queue-full retries {}, GSO fallbacks {}, sources \
+         re-resolved {}, protection failures {}",
+        c.datagrams_sent,
+        c.sends,
+        c.datagrams_received,
+        c.dropped_no_route,
+        c.dropped_send_error,
+        c.queue_full_retries,
+        c.gso_fallbacks,
+        c.sources_re_resolved,
+        c.protection_failures
+    );
 }
 
 /// The roaming act: a second uplink, a guarded UDP flow (one datagram every 5 ms), and the

@@ -86,6 +86,36 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
             );
         }
     }
+    // The guarded factory's counters, under the table: every guarded UDP datagram sent is
+    // counted, none dropped, and at least as many were sent as came back.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("guarded factory counters:"))
+        .unwrap_or_else(|| panic!("no counters line:\n{stdout}"));
+    println!("{line}");
+    let number_after = |label: &str| -> u64 {
+        let rest = &line[line
+            .find(label)
+            .unwrap_or_else(|| panic!("{label}: {line}"))
+            + label.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{label}: {line}"))
+    };
+    let guarded_udp = |i: usize| -> u64 {
+        rows.iter()
+            .filter(|r| r.1 == "UDP" && r.2 == "guarded")
+            .map(|r| if i == 3 { r.3 } else { r.4 })
+            .sum()
+    };
+    let (sent, echoed) = (guarded_udp(3), guarded_udp(4));
+    assert_eq!(number_after("UDP datagrams sent"), sent, "{line}");
+    assert!(number_after("UDP datagrams sent") >= echoed, "{line}");
+    assert!(number_after("received") >= echoed, "{line}");
+    assert_eq!(number_after("no route"), 0, "{line}");
+    assert_eq!(number_after("send error"), 0, "{line}");
     assert!(
         demo_namespaces().is_empty(),
         "left behind: {:?}",
@@ -122,6 +152,39 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
             Some("plain") => assert!(tun > 0, "{p}"),
             other => panic!("unexpected socket kind {other:?}"),
         }
+    }
+    let counters = &v["counters"];
+    println!("counters: {counters}");
+    let field = |k: &str| {
+        counters[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("counters.{k}: {counters}"))
+    };
+    let guarded_udp = |k: &str| -> u64 {
+        paths
+            .iter()
+            .filter(|p| p["socket"] == "guarded" && p["transport"] == "UDP")
+            .map(|p| p[k].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(field("datagrams_sent"), guarded_udp("sent"), "{counters}");
+    assert!(
+        field("datagrams_sent") >= guarded_udp("echoed"),
+        "{counters}"
+    );
+    assert!(
+        field("datagrams_received") >= guarded_udp("echoed"),
+        "{counters}"
+    );
+    assert_eq!(field("dropped_no_route") + field("dropped_send_error"), 0);
+    for k in [
+        "sends",
+        "queue_full_retries",
+        "gso_fallbacks",
+        "sources_re_resolved",
+        "protection_failures",
+    ] {
+        field(k);
     }
     assert!(
         demo_namespaces().is_empty(),
