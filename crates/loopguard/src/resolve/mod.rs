@@ -457,7 +457,9 @@ mod tests {
         use hickory_proto::op::{Message, MessageType};
         use hickory_proto::rr::rdata::A;
         use hickory_proto::rr::{RData, Record};
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // IPv6 loopback: the Windows build of these tests runs under Wine, whose IPv4 UDP
+        // sockets quinn-udp cannot set up.
+        let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let queries = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&queries);
@@ -507,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_server_times_out_naming_it() {
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let addr = silent.local_addr().unwrap();
         let r = GuardedResolver::new(SocketFactory::new(Bare), [addr])
             .unwrap()
