@@ -3,9 +3,12 @@
 //! kube-proxy does with 0x4000).
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::block_on;
 use loopguard::os::linux::TunnelRoutes;
 use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
 use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
@@ -16,14 +19,6 @@ const WG_TABLE: &str = "51820";
 const WG_TUN: &str = "lg-wg0";
 /// The bit kube-proxy ORs into the mark of packets it wants masqueraded.
 const KUBE_MASQ_BIT: u32 = 0x4000;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// Sends one datagram from a UDP socket carrying `mark` and returns whether it was echoed.
 async fn echoed_with_mark(mark: Option<u32>, dst: SocketAddr) -> bool {

@@ -6,88 +6,27 @@
 //! except generous bounds that prove "no hang".
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loopguard::os::linux::{RouteResolver, RoutesError, TunnelRoutes};
+use common::{block_on, GuardedLab};
+use loopguard::os::linux::{RouteResolver, RoutesError};
 use loopguard::{
     Counters, DatagramOut, Error, GuardConfig, LinuxMark, Path, ProtectionError, ResolveError,
     SocketFactory, Strategy, UdpSocket,
 };
-use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A lab whose TUN owns every destination (loopguard's rules and routes), with echo servers
-/// and the TUN counter running.
-struct Faulty {
-    // Field order is drop order: the counter and servers hold threads inside the namespaces.
-    tun: TunCounter,
-    echo: EchoServers,
-    lab: Lab,
-    config: GuardConfig,
-}
-
-impl Faulty {
-    fn build(tag: &str) -> Faulty {
-        let lab = Lab::build(tag).expect("lab");
-        let config = GuardConfig::default();
-        let tun = lab.tun();
-        let routes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
-        lab.client()
-            .run(|| block_on(async { TunnelRoutes::new(config).apply(tun, &routes).await }))
-            .unwrap()
-            .expect("apply tunnel routes");
-        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
-        let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
-            .expect("tun counter");
-        Faulty {
-            tun,
-            echo,
-            lab,
-            config,
-        }
-    }
-
-    /// Both UDP echo servers, IPv4 first.
-    fn udp_targets(&self) -> Vec<SocketAddr> {
-        self.lab
-            .server_addrs()
-            .iter()
-            .map(|ip| self.echo.udp_addr(*ip).unwrap())
-            .collect()
-    }
-
-    /// Packets to the server (any transport) read from the TUN so far, and every packet.
-    fn tun_packets(&self) -> (u64, u64) {
-        let s = self.tun.snapshot();
-        let watched = self
-            .lab
-            .server_addrs()
-            .iter()
-            .flat_map(|ip| {
-                [Transport::Udp, Transport::Tcp, Transport::Icmp].map(|t| s.count_to(*ip, t))
-            })
-            .sum();
-        (watched, s.all_packets)
-    }
-
-    /// Runs `ip ARGS` in the client namespace, panicking with the command on failure.
-    fn ip(&self, args: &[&str]) -> String {
-        self.lab
-            .client()
-            .ip(args)
-            .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")))
-    }
+/// Runs `ip ARGS` in the lab's client namespace, panicking with the command on failure.
+fn client_ip(g: &GuardedLab, args: &[&str]) -> String {
+    g.lab
+        .client()
+        .ip(args)
+        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")))
 }
 
 /// What one send returned.
@@ -186,7 +125,7 @@ impl FlowLog {
 /// Runs a guarded UDP flow from the client namespace to every target (one socket per target,
 /// a datagram to each every 4 ms) while `steps` run, and records every send and echo.
 fn flow<S: Strategy>(
-    g: &Faulty,
+    g: &GuardedLab,
     strategy: impl FnOnce() -> S + Send,
     targets: &[SocketAddr],
     steps: Vec<Step>,
@@ -317,7 +256,7 @@ fn uplink_down_then_up_fails_closed_then_resumes_with_nothing_in_the_tun() {
     if loopguard_lab::skip_unprivileged("uplink_down_then_up_fails_closed_then_resumes") {
         return;
     }
-    let g = Faulty::build("fdown");
+    let g = GuardedLab::build("fdown");
     let targets = g.udp_targets();
     let config = g.config;
     let log = flow(
@@ -398,7 +337,7 @@ fn default_routes_deleted_mid_stream_fail_closed_with_host_unreachable() {
     if loopguard_lab::skip_unprivileged("default_routes_deleted_mid_stream_fail_closed") {
         return;
     }
-    let g = Faulty::build("fnoroute");
+    let g = GuardedLab::build("fnoroute");
     let targets = g.udp_targets();
     let config = g.config;
     let log = flow(
@@ -547,7 +486,7 @@ fn the_cached_source_address_removed_mid_stream_is_re_resolved() {
     if loopguard_lab::skip_unprivileged("the_cached_source_address_removed_mid_stream") {
         return;
     }
-    let g = Faulty::build("fsrc");
+    let g = GuardedLab::build("fsrc");
     // Keep the second IPv4 address when the first (primary) one goes: without this the
     // kernel deletes the secondaries of a deleted primary. Set explicitly: a namespace
     // inherits the host's value.
@@ -559,16 +498,19 @@ fn the_cached_source_address_removed_mid_stream_is_re_resolved() {
         .client()
         .sysctl("net.ipv4.conf.all.promote_secondaries", "1")
         .unwrap();
-    g.ip(&["addr", "add", "192.0.2.3/24", "dev", "lg-up0"]);
-    g.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:1::3/64",
-        "dev",
-        "lg-up0",
-        "nodad",
-    ]);
+    client_ip(&g, &["addr", "add", "192.0.2.3/24", "dev", "lg-up0"]);
+    client_ip(
+        &g,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::3/64",
+            "dev",
+            "lg-up0",
+            "nodad",
+        ],
+    );
     let targets = g.udp_targets();
     let config = g.config;
 
@@ -834,7 +776,7 @@ fn an_exhausted_send_queue_never_hangs_and_every_datagram_is_counted() {
     if loopguard_lab::skip_unprivileged("an_exhausted_send_queue_never_hangs") {
         return;
     }
-    let g = Faulty::build("fbuf");
+    let g = GuardedLab::build("fbuf");
     let tc = g.lab.client().exec(
         "tc",
         &[

@@ -3,77 +3,17 @@
 //! TCP echo. "Entered the TUN" means read from the TUN device by the lab's counter.
 #![cfg(target_os = "linux")]
 
-use std::future::Future;
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use loopguard::os::linux::TunnelRoutes;
-use loopguard::{DatagramOut, Error, GuardConfig, LinuxMark, SocketFactory, UdpSocket};
-use loopguard_lab::echo::EchoServers;
-use loopguard_lab::topology::{Lab, LabOptions, RpFilter};
-use loopguard_lab::tun::{Transport, TunCounter};
+use common::{block_on, GuardedLab};
+use loopguard::{DatagramOut, Error, UdpSocket};
+use loopguard_lab::{LabOptions, RpFilter, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_millis(1500);
-
-/// A lab with the tunnel's routes applied, echo servers running and the TUN being counted.
-struct GuardedLab {
-    lab: Lab,
-    echo: EchoServers,
-    tun: TunCounter,
-    config: GuardConfig,
-}
-
-impl GuardedLab {
-    fn build(tag: &str, options: LabOptions) -> GuardedLab {
-        let lab = Lab::build_with(tag, options).expect("lab");
-        let config = GuardConfig::default();
-        let tun_name = lab.tun();
-        let routes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
-        lab.client()
-            .run(|| block_on(async { TunnelRoutes::new(config).apply(tun_name, &routes).await }))
-            .unwrap()
-            .expect("apply tunnel routes");
-        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
-        let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
-            .expect("tun counter");
-        GuardedLab {
-            lab,
-            echo,
-            tun,
-            config,
-        }
-    }
-
-    /// Runs `f` with a guarded factory inside the client namespace.
-    fn in_client<T: Send, F: Future<Output = T>>(
-        &self,
-        f: impl FnOnce(SocketFactory<LinuxMark>) -> F + Send,
-    ) -> T {
-        let config = self.config;
-        self.lab
-            .client()
-            .run(move || {
-                block_on(async move { f(SocketFactory::new(LinuxMark::new(config))).await })
-            })
-            .unwrap()
-    }
-
-    fn tun_packets_to(&self, ip: IpAddr) -> u64 {
-        let s = self.tun.snapshot();
-        s.count_to(ip, Transport::Udp)
-            + s.count_to(ip, Transport::Tcp)
-            + s.count_to(ip, Transport::Icmp)
-    }
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// Sends `count` datagrams and returns how many echoes came back.
 async fn udp_round_trips(
@@ -114,7 +54,7 @@ fn guarded_udp_and_tcp_escape_the_tunnel_over_ipv4_and_ipv6() {
     {
         return;
     }
-    let g = GuardedLab::build("gd", LabOptions::default());
+    let g = GuardedLab::build("gd");
     let client_addrs = [
         IpAddr::from(g.lab.client_v4()),
         IpAddr::from(g.lab.client_v6()),
@@ -173,7 +113,7 @@ fn without_an_uplink_route_guarded_sockets_fail_closed() {
     if loopguard_lab::skip_unprivileged("without_an_uplink_route_guarded_sockets_fail_closed") {
         return;
     }
-    let g = GuardedLab::build("fc", LabOptions::default());
+    let g = GuardedLab::build("fc");
     g.lab
         .client()
         .ip(&["-4", "route", "del", "default"])
@@ -226,11 +166,12 @@ fn strict_rp_filter_passes_replies_and_kernel_replies_stay_out_of_the_tunnel() {
     ) {
         return;
     }
-    let g = GuardedLab::build(
+    let g = GuardedLab::build_with(
         "rp",
         LabOptions {
             client_rp_filter: RpFilter::Strict,
         },
+        |_| {},
     );
     let rp = g
         .lab
@@ -296,7 +237,7 @@ fn a_device_that_refuses_gso_gets_the_same_batch_unsegmented() {
     {
         return;
     }
-    let g = GuardedLab::build("gs", LabOptions::default());
+    let g = GuardedLab::build("gs");
     // IPv4 only: the setting that makes the kernel refuse GSO on IPv6 (UDP_NO_CHECK6_TX) also
     // makes every IPv6 datagram invalid to the receiver, as RFC 8200 forbids zero checksums.
     let server = IpAddr::from(g.lab.server_v4());

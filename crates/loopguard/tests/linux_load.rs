@@ -3,11 +3,14 @@
 //! dropped (with a reason), and none may enter the TUN.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use common::block_on;
 use loopguard::os::linux::TunnelRoutes;
 use loopguard::{Counters, DatagramOut, GuardConfig, LinuxMark, SocketFactory, UdpSocket};
 use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
@@ -19,14 +22,6 @@ const BATCH: u64 = 64;
 const SIZE: usize = 64;
 /// How long a round waits for its last echoes before counting the rest as lost.
 const ROUND_WAIT: Duration = Duration::from_secs(2);
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// 32 IPv4 and 32 IPv6 addresses on the server's own subnets.
 fn destinations() -> Vec<IpAddr> {

@@ -5,68 +5,23 @@
 //! noisy. What must be true (traffic resumed, nothing in the TUN, rules back) is asserted.
 #![cfg(target_os = "linux")]
 
-use std::future::Future;
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{block_on, GuardedLab};
 use loopguard::monitor::{Batch, MarkedRoute, Monitor, MonitorConfig, Reset, Roaming};
 use loopguard::os::linux::{KeepOptions, TunnelRoutes};
 use loopguard::resolve::GuardedResolver;
 use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
-use loopguard_lab::echo::EchoServers;
-use loopguard_lab::topology::Lab;
-use loopguard_lab::tun::{Transport, TunCounter};
-use loopguard_lab::Netns;
+use loopguard_lab::{Lab, LabOptions, Netns, Transport};
 
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A lab with the tunnel's routes applied, echo servers and the TUN counter running.
-struct GuardedLab {
-    lab: Lab,
-    echo: EchoServers,
-    tun: TunCounter,
-    config: GuardConfig,
-}
-
-impl GuardedLab {
-    fn build(tag: &str, second_uplink: bool) -> GuardedLab {
-        let lab = Lab::build(tag).expect("lab");
-        if second_uplink {
-            lab.add_second_uplink().expect("second uplink");
-        }
-        let config = GuardConfig::default();
-        let tun = lab.tun();
-        let routes = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
-        lab.client()
-            .run(|| block_on(async { TunnelRoutes::new(config).apply(tun, &routes).await }))
-            .unwrap()
-            .expect("apply tunnel routes");
-        let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
-        let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
-            .expect("tun counter");
-        GuardedLab {
-            lab,
-            echo,
-            tun,
-            config,
-        }
-    }
-
-    fn tun_packets_to(&self, ip: IpAddr) -> u64 {
-        let s = self.tun.snapshot();
-        [Transport::Udp, Transport::Tcp, Transport::Icmp]
-            .into_iter()
-            .map(|t| s.count_to(ip, t))
-            .sum()
-    }
+/// The second uplink the roaming tests move to.
+fn second_uplink(lab: &Lab) {
+    lab.add_second_uplink().expect("second uplink");
 }
 
 /// What a guarded UDP flow saw across a network change.
@@ -228,7 +183,7 @@ fn uplink_route_deleted_mid_stream_the_flow_resumes_on_the_other_uplink() {
     if loopguard_lab::skip_unprivileged("uplink_route_deleted_mid_stream") {
         return;
     }
-    let g = GuardedLab::build("rdel", true);
+    let g = GuardedLab::build_with("rdel", LabOptions::default(), second_uplink);
     let c = cross(
         &g,
         &[&["-4", "route", "del", "default", "via", "192.0.2.1"]],
@@ -241,7 +196,7 @@ fn uplink_link_down_mid_stream_the_flow_resumes_on_the_other_uplink() {
     if loopguard_lab::skip_unprivileged("uplink_link_down_mid_stream") {
         return;
     }
-    let g = GuardedLab::build("ldown", true);
+    let g = GuardedLab::build_with("ldown", LabOptions::default(), second_uplink);
     let c = cross(&g, &[&["link", "set", "lg-up0", "down"]]);
     check_crossing("link down", &g, &c);
 }
@@ -251,7 +206,7 @@ fn a_metric_change_preferring_the_other_uplink_is_noticed_and_followed() {
     if loopguard_lab::skip_unprivileged("a_metric_change_preferring_the_other_uplink") {
         return;
     }
-    let g = GuardedLab::build("metric", true);
+    let g = GuardedLab::build_with("metric", LabOptions::default(), second_uplink);
     let addresses_before = g.lab.client().ip(&["addr", "show"]).unwrap();
     let c = cross(
         &g,
@@ -291,7 +246,7 @@ fn address_changes_on_the_tunnels_own_interface_cause_no_reset() {
     if loopguard_lab::skip_unprivileged("address_changes_on_the_tunnels_own_interface") {
         return;
     }
-    let g = GuardedLab::build("tunaddr", false);
+    let g = GuardedLab::build("tunaddr");
     let ns = g.lab.client().name().to_owned();
     let (tun, uplink, config) = (g.lab.tun(), g.lab.uplink(), g.config);
     let (quiet, after_uplink) = g
@@ -373,7 +328,7 @@ fn a_burst_of_100_address_changes_yields_a_bounded_number_of_events() {
     if loopguard_lab::skip_unprivileged("a_burst_of_100_address_changes") {
         return;
     }
-    let g = GuardedLab::build("burst", false);
+    let g = GuardedLab::build("burst");
     let ns = g.lab.client().name().to_owned();
     let uplink = g.lab.uplink();
     let batches: Vec<Batch> = g
@@ -685,7 +640,7 @@ fn names_resolve_through_guarded_sockets_while_the_tunnel_captures_dns() {
     if loopguard_lab::skip_unprivileged("names_resolve_through_guarded_sockets") {
         return;
     }
-    let g = GuardedLab::build("dns", false);
+    let g = GuardedLab::build("dns");
     let dns = DnsServer::start(g.lab.server());
     let config = g.config;
     let server_v4 = IpAddr::from(g.lab.server_v4());

@@ -2,7 +2,9 @@
 //! its own. The library runs inside the namespace; `ip` checks what it did from outside.
 #![cfg(target_os = "linux")]
 
-use std::future::Future;
+mod common;
+
+use common::block_on;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -12,14 +14,6 @@ use loopguard_lab::{unique_name, Netns};
 
 const TUN: &str = "lg-tun0";
 const UPLINK: &str = "lg-up0";
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
