@@ -11,9 +11,11 @@
 //! tracked destinations now leave by another interface or source ([`Rebind`]), so the
 //! application knows which sockets to rebuild.
 //!
-//! Backends: Linux (rtnetlink multicast groups, [`Monitor::new`]). Other systems feed
-//! [`Monitor::from_changes`] (the Windows backend plugs in there; so can an Android host
-//! forwarding `ConnectivityManager` callbacks).
+//! Backends, all behind [`Monitor::new`]: Linux (rtnetlink multicast groups), Windows
+//! (`NotifyRouteChange2`, `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`; also
+//! `Monitor::for_tunnel`, filtering by LUID), macOS and iOS (an `AF_ROUTE` socket). Other
+//! sources feed [`Monitor::from_changes`] (an Android host forwarding `ConnectivityManager`
+//! callbacks, a test).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
@@ -38,10 +40,14 @@
 //! # }
 //! ```
 
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod apple;
 mod debounce;
 #[cfg(target_os = "linux")]
 mod linux;
 mod roaming;
+#[cfg(windows)]
+mod windows;
 
 use std::fmt;
 use std::time::Duration;
@@ -332,6 +338,41 @@ impl Monitor {
     pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let tasks = linux::start(tx)?;
+        Ok(Monitor::with_backend(config, rx, tasks))
+    }
+
+    /// Registers for Windows' route, interface and address change notifications (IPv4 and
+    /// IPv6). Rows carry no interface names: ignore the tunnel with
+    /// [`MonitorConfig::ignore_interface_index`], or use [`Monitor::for_tunnel`].
+    ///
+    /// Must be called inside a tokio runtime. Under Wine the registrations succeed but never
+    /// fire.
+    #[cfg(windows)]
+    pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
+        Monitor::for_tunnel(config, crate::route::Tunnel::default())
+    }
+
+    /// Like [`Monitor::new`], dropping every notification about `tunnel`'s interfaces (by
+    /// LUID, so a renamed or re-indexed adapter stays ignored).
+    #[cfg(windows)]
+    pub fn for_tunnel(
+        config: MonitorConfig,
+        tunnel: crate::route::Tunnel,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tasks = windows::start(tunnel, tx)?;
+        Ok(Monitor::with_backend(config, rx, tasks))
+    }
+
+    /// Opens an `AF_ROUTE` socket and reports route (`RTM_ADD`, `RTM_DELETE`,
+    /// `RTM_CHANGE`), address (`RTM_NEWADDR`, `RTM_DELADDR`) and link (`RTM_IFINFO`) changes,
+    /// with interface names looked up by index while the interface exists.
+    ///
+    /// Must be called inside a tokio runtime.
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tasks = apple::start(tx)?;
         Ok(Monitor::with_backend(config, rx, tasks))
     }
 

@@ -31,6 +31,8 @@
 //! # Routing messages
 //! [`route_message`] builds `RTM_GET` requests and parses replies. It is pure code, compiled
 //! and tested on every OS; the strategies that use it exist on macOS and iOS only.
+//! [`route_events`] turns the socket's change notifications into [`crate::monitor`] changes,
+//! pure and tested everywhere too.
 //!
 //! [`Error::HostUnreachable`]: crate::Error::HostUnreachable
 
@@ -40,6 +42,7 @@ mod choose;
 mod interfaces;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod lookup;
+pub mod route_events;
 pub mod route_message;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod strategy;

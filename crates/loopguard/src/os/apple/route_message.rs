@@ -384,7 +384,7 @@ fn padded<const N: usize>(sa: &[u8]) -> [u8; N] {
     full
 }
 
-fn decode(sa: &[u8], slot: &'static str) -> Result<RouteAddr, ParseError> {
+pub(super) fn decode(sa: &[u8], slot: &'static str) -> Result<RouteAddr, ParseError> {
     if sa.is_empty() {
         return Ok(RouteAddr::Empty);
     }
@@ -401,7 +401,7 @@ fn decode(sa: &[u8], slot: &'static str) -> Result<RouteAddr, ParseError> {
 
 /// Netmasks may carry family 0 and drop trailing zero bytes: read them in the family of the
 /// destination.
-fn decode_mask(sa: &[u8], family: Option<u8>) -> RouteAddr {
+pub(super) fn decode_mask(sa: &[u8], family: Option<u8>) -> RouteAddr {
     if sa.is_empty() {
         return RouteAddr::Empty;
     }

@@ -2,7 +2,9 @@
 //! `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`) that invalidate cached paths.
 //!
 //! The API is small so the roaming monitor can reuse it: [`ChangeNotifications::register`]
-//! takes a callback, [`reset_on_change`] wires it to a factory's
+//! takes a callback, [`ChangeNotifications::register_detailed`] one that also receives what
+//! the changed row says ([`Notification`]: interface, prefix or address, metric), which the
+//! Windows [`Monitor`](crate::monitor::Monitor) uses; [`reset_on_change`] wires it to a factory's
 //! [`reset`](crate::SocketFactory::reset) (a generation bump: cheap, so bursts need no
 //! debounce here). Changes of the tunnel's own interface are ignored (DESIGN §3.10).
 //!
@@ -13,15 +15,17 @@ use std::ffi::c_void;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ipnet::IpNet;
+
 use windows_sys::Win32::Foundation::{HANDLE, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
-    CancelMibChangeNotify2, NotifyIpInterfaceChange, NotifyRouteChange2,
-    NotifyUnicastIpAddressChange, MIB_IPFORWARD_ROW2, MIB_IPINTERFACE_ROW, MIB_NOTIFICATION_TYPE,
-    MIB_UNICASTIPADDRESS_ROW,
+    CancelMibChangeNotify2, MibAddInstance, MibDeleteInstance, NotifyIpInterfaceChange,
+    NotifyRouteChange2, NotifyUnicastIpAddressChange, MIB_IPFORWARD_ROW2, MIB_IPINTERFACE_ROW,
+    MIB_NOTIFICATION_TYPE, MIB_UNICASTIPADDRESS_ROW,
 };
 use windows_sys::Win32::Networking::WinSock::AF_UNSPEC;
 
-use super::mib::win32;
+use super::mib::{from_sockaddr_inet, win32};
 use crate::route::{Luid, Tunnel};
 use crate::{SocketFactory, Strategy};
 
@@ -36,7 +40,65 @@ pub enum ChangeKind {
     Address,
 }
 
-type Callback = Box<dyn Fn(ChangeKind) + Send + Sync>;
+/// What happened to the row (`MIB_NOTIFICATION_TYPE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `MibAddInstance`: the row was added.
+    Added,
+    /// `MibDeleteInstance`: the row was deleted.
+    Deleted,
+    /// `MibParameterNotification` (or any other type): a parameter of the row changed.
+    Changed,
+}
+
+impl Action {
+    fn from_raw(kind: MIB_NOTIFICATION_TYPE) -> Action {
+        if kind == MibAddInstance {
+            Action::Added
+        } else if kind == MibDeleteInstance {
+            Action::Deleted
+        } else {
+            Action::Changed
+        }
+    }
+}
+
+/// One notification with what its row says. Fields the row does not carry (or a null row,
+/// which Windows passes when many rows changed at once) are `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Notification {
+    /// Which table changed.
+    pub kind: ChangeKind,
+    /// What happened to the row.
+    pub action: Action,
+    /// The interface's LUID.
+    pub luid: Option<Luid>,
+    /// The interface's index.
+    pub interface_index: Option<u32>,
+    /// Routes: the destination prefix. Addresses: the address with its on-link prefix length.
+    pub prefix: Option<IpNet>,
+    /// Routes: the route metric. Interfaces: the interface metric.
+    pub metric: Option<u32>,
+    /// Interfaces: whether the interface is connected (has media).
+    pub connected: Option<bool>,
+}
+
+impl Notification {
+    fn new(kind: ChangeKind, action: MIB_NOTIFICATION_TYPE) -> Self {
+        Notification {
+            kind,
+            action: Action::from_raw(action),
+            luid: None,
+            interface_index: None,
+            prefix: None,
+            metric: None,
+            connected: None,
+        }
+    }
+}
+
+type Callback = Box<dyn Fn(&Notification) + Send + Sync>;
 
 struct Context {
     ignore: Tunnel,
@@ -45,12 +107,12 @@ struct Context {
 }
 
 impl Context {
-    fn deliver(&self, kind: ChangeKind, luid: Option<Luid>) {
-        if luid.is_some_and(|l| self.ignore.contains(l)) {
+    fn deliver(&self, notification: Notification) {
+        if notification.luid.is_some_and(|l| self.ignore.contains(l)) {
             return;
         }
         self.fired.fetch_add(1, Ordering::Relaxed);
-        (self.on_change)(kind);
+        (self.on_change)(&notification);
     }
 }
 
@@ -81,6 +143,14 @@ impl ChangeNotifications {
     pub fn register(
         ignore: Tunnel,
         on_change: impl Fn(ChangeKind) + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        Self::register_detailed(ignore, move |n| on_change(n.kind))
+    }
+
+    /// Like [`register`](Self::register), the callback receiving what the changed row says.
+    pub fn register_detailed(
+        ignore: Tunnel,
+        on_change: impl Fn(&Notification) + Send + Sync + 'static,
     ) -> io::Result<Self> {
         let context = Box::into_raw(Box::new(Context {
             ignore,
@@ -164,39 +234,64 @@ fn context<'a>(ctx: *const c_void) -> Option<&'a Context> {
     (!ctx.is_null()).then(|| unsafe { &*ctx.cast::<Context>() })
 }
 
+fn prefix(addr: Option<std::net::IpAddr>, len: u8) -> Option<IpNet> {
+    addr.and_then(|a| IpNet::new(a, len).ok())
+}
+
 unsafe extern "system" fn on_route(
     ctx: *const c_void,
     row: *const MIB_IPFORWARD_ROW2,
-    _: MIB_NOTIFICATION_TYPE,
+    action: MIB_NOTIFICATION_TYPE,
 ) {
+    let mut n = Notification::new(ChangeKind::Route, action);
     // SAFETY: `row` is null or a valid row for the duration of the callback; the LUID union
     // holds plain integers.
-    let luid = unsafe { row.as_ref() }.map(|r| Luid(unsafe { r.InterfaceLuid.Value }));
+    if let Some(r) = unsafe { row.as_ref() } {
+        // SAFETY: as above.
+        n.luid = Some(Luid(unsafe { r.InterfaceLuid.Value }));
+        n.interface_index = Some(r.InterfaceIndex);
+        n.metric = Some(r.Metric);
+        let p = &r.DestinationPrefix;
+        n.prefix = prefix(from_sockaddr_inet(&p.Prefix), p.PrefixLength).map(|p| p.trunc());
+    }
     if let Some(c) = context(ctx) {
-        c.deliver(ChangeKind::Route, luid);
+        c.deliver(n);
     }
 }
 
 unsafe extern "system" fn on_interface(
     ctx: *const c_void,
     row: *const MIB_IPINTERFACE_ROW,
-    _: MIB_NOTIFICATION_TYPE,
+    action: MIB_NOTIFICATION_TYPE,
 ) {
+    let mut n = Notification::new(ChangeKind::Interface, action);
     // SAFETY: as in `on_route`.
-    let luid = unsafe { row.as_ref() }.map(|r| Luid(unsafe { r.InterfaceLuid.Value }));
+    if let Some(r) = unsafe { row.as_ref() } {
+        // SAFETY: as in `on_route`.
+        n.luid = Some(Luid(unsafe { r.InterfaceLuid.Value }));
+        n.interface_index = Some(r.InterfaceIndex);
+        n.metric = Some(r.Metric);
+        n.connected = Some(r.Connected);
+    }
     if let Some(c) = context(ctx) {
-        c.deliver(ChangeKind::Interface, luid);
+        c.deliver(n);
     }
 }
 
 unsafe extern "system" fn on_address(
     ctx: *const c_void,
     row: *const MIB_UNICASTIPADDRESS_ROW,
-    _: MIB_NOTIFICATION_TYPE,
+    action: MIB_NOTIFICATION_TYPE,
 ) {
+    let mut n = Notification::new(ChangeKind::Address, action);
     // SAFETY: as in `on_route`.
-    let luid = unsafe { row.as_ref() }.map(|r| Luid(unsafe { r.InterfaceLuid.Value }));
+    if let Some(r) = unsafe { row.as_ref() } {
+        // SAFETY: as in `on_route`.
+        n.luid = Some(Luid(unsafe { r.InterfaceLuid.Value }));
+        n.interface_index = Some(r.InterfaceIndex);
+        n.prefix = prefix(from_sockaddr_inet(&r.Address), r.OnLinkPrefixLength);
+    }
     if let Some(c) = context(ctx) {
-        c.deliver(ChangeKind::Address, luid);
+        c.deliver(n);
     }
 }
