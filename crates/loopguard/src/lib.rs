@@ -76,3 +76,5 @@ pub use os::apple::{AppleGuard, AppleMode};
 pub use os::linux::{GuardConfig, LinuxMark, TunnelRoutes};
 #[cfg(unix)]
 pub use os::protect::{ProtectFailure, ProtectHook, Protector};
+#[cfg(windows)]
+pub use os::windows::WindowsRoute;
