@@ -3,8 +3,11 @@
 //! Darwin's `<net/route.h>` and `<net/if.h>`, as the libc crate defines them). Runs on every
 //! OS.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+mod darwin;
 
+use std::net::Ipv4Addr;
+
+use darwin::*;
 use loopguard::monitor::{Change, ChangeKind};
 use loopguard::os::apple::route_events::{
     parse_change, EventError, LinkStates, IFA_MSGHDR_LEN, IFF_RUNNING, IFF_UP, IF_MSGHDR_LEN,
@@ -17,9 +20,6 @@ use loopguard::os::apple::route_message::{
 };
 use proptest::prelude::*;
 
-const AF_INET: u8 = 2;
-const AF_LINK: u8 = 18;
-const AF_INET6: u8 = 30;
 const RTA_BRD: u32 = 0x80;
 const ESRCH: i32 = 3;
 
@@ -62,56 +62,6 @@ fn if_msg(index: u16, flags: u32) -> Vec<u8> {
     finish(m)
 }
 
-fn push(msg: &mut Vec<u8>, sa: &[u8]) {
-    msg.extend_from_slice(sa);
-    let space = if sa.is_empty() {
-        4
-    } else {
-        sa.len().div_ceil(4) * 4
-    };
-    msg.resize(msg.len() + space - sa.len(), 0);
-}
-
-fn finish(mut msg: Vec<u8>) -> Vec<u8> {
-    let len = msg.len() as u16;
-    msg[0..2].copy_from_slice(&len.to_le_bytes());
-    msg
-}
-
-fn sin(addr: Ipv4Addr) -> Vec<u8> {
-    let mut sa = vec![0u8; 16];
-    sa[0] = 16;
-    sa[1] = AF_INET;
-    sa[4..8].copy_from_slice(&addr.octets());
-    sa
-}
-
-fn sin6(addr: Ipv6Addr, embedded_scope: u16) -> Vec<u8> {
-    let mut sa = vec![0u8; 28];
-    sa[0] = 28;
-    sa[1] = AF_INET6;
-    let mut octets = addr.octets();
-    if embedded_scope != 0 {
-        octets[2..4].copy_from_slice(&embedded_scope.to_be_bytes());
-    }
-    sa[8..24].copy_from_slice(&octets);
-    sa
-}
-
-fn sdl(index: u16, name: &str) -> Vec<u8> {
-    let mut sa = vec![0u8; 8];
-    sa[1] = AF_LINK;
-    sa[2..4].copy_from_slice(&index.to_le_bytes());
-    sa[4] = 0x06;
-    sa[5] = name.len() as u8;
-    sa[6] = 6;
-    sa.extend_from_slice(name.as_bytes());
-    sa.extend_from_slice(&[0x02, 0, 0x5e, 0x10, 0, 1]);
-    sa.resize(sa.len().max(20), 0);
-    sa[0] = sa.len() as u8;
-    sa
-}
-
 /// `route add default 192.0.2.1` on en0 (index 4), as the kernel broadcasts it.
 fn default_route(kind: u8) -> Vec<u8> {
     let mut m = rt_header(
@@ -124,7 +74,7 @@ fn default_route(kind: u8) -> Vec<u8> {
     push(&mut m, &sin(Ipv4Addr::UNSPECIFIED));
     push(&mut m, &sin(Ipv4Addr::new(192, 0, 2, 1)));
     push(&mut m, &[]);
-    push(&mut m, &sdl(4, "en0"));
+    push(&mut m, &sdl(4, "en0", &MAC));
     push(&mut m, &sin(Ipv4Addr::new(192, 0, 2, 10)));
     finish(m)
 }
@@ -134,7 +84,7 @@ fn default_route(kind: u8) -> Vec<u8> {
 fn v4_address(kind: u8) -> Vec<u8> {
     let mut m = ifa_header(kind, 5, RTA_NETMASK | RTA_IFP | RTA_IFA | RTA_BRD);
     push(&mut m, &[7, 0, 0, 0, 255, 255, 255]);
-    push(&mut m, &sdl(5, "en1"));
+    push(&mut m, &sdl(5, "en1", &MAC));
     push(&mut m, &sin(Ipv4Addr::new(198, 51, 100, 20)));
     push(&mut m, &sin(Ipv4Addr::new(198, 51, 100, 255)));
     finish(m)
@@ -188,7 +138,7 @@ fn a_v6_network_route_without_interface_name_gets_its_prefix_truncated() {
 fn a_host_route_with_index_only_in_its_link_address() {
     let mut m = rt_header(RTM_DELETE, 0, RTF_UP | RTF_HOST, RTA_DST | RTA_IFP, 0);
     push(&mut m, &sin(Ipv4Addr::new(203, 0, 113, 5)));
-    push(&mut m, &sdl(12, "utun4"));
+    push(&mut m, &sdl(12, "utun4", &MAC));
     let c = one(&finish(m));
     assert_eq!(c.kind, ChangeKind::RouteRemoved);
     assert_eq!(c.interface_index, Some(12));

@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::route_message::{
-    self, sockaddr_space, ParseError, RouteAddr, RouteMessage, RTM_VERSION,
+    self, sockaddr_space, ParseError, RouteAddr, RouteMessage, AF_INET, AF_INET6, RTM_VERSION,
 };
 use crate::monitor::{Change, ChangeKind};
 
@@ -66,8 +66,6 @@ const RTAX_NETMASK: usize = 2;
 const RTAX_IFP: usize = 4;
 const RTAX_IFA: usize = 5;
 const RTAX_MAX: usize = 8;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 30;
 
 /// Why a routing-socket notification could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -74,9 +74,9 @@ pub const RTF_IFSCOPE: u32 = 0x100_0000;
 /// `ESRCH` on Darwin: the reply's `rtm_errno` when no route matches.
 pub const ESRCH: i32 = 3;
 
-const AF_INET: u8 = 2;
+pub(crate) const AF_INET: u8 = 2;
 const AF_LINK: u8 = 18;
-const AF_INET6: u8 = 30;
+pub(crate) const AF_INET6: u8 = 30;
 const SOCKADDR_IN_LEN: u8 = 16;
 const SOCKADDR_IN6_LEN: u8 = 28;
 const SOCKADDR_DL_LEN: u8 = 20;
