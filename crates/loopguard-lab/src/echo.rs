@@ -17,16 +17,17 @@ use crate::LabError;
 /// How often blocked server threads look at the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
-/// What the servers on one address have echoed.
+/// What the servers on one address have received (each counted before its echo is sent, so a
+/// client that got the echo reads a count that includes it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EchoStats {
-    /// UDP datagrams echoed.
+    /// UDP datagrams received.
     pub udp_datagrams: u64,
-    /// UDP payload bytes echoed.
+    /// UDP payload bytes received.
     pub udp_bytes: u64,
     /// TCP connections accepted.
     pub tcp_connections: u64,
-    /// TCP bytes echoed.
+    /// TCP bytes received.
     pub tcp_bytes: u64,
 }
 
@@ -41,10 +42,10 @@ struct Counters {
 impl Counters {
     fn stats(&self) -> EchoStats {
         EchoStats {
-            udp_datagrams: self.udp_datagrams.load(Ordering::Relaxed),
-            udp_bytes: self.udp_bytes.load(Ordering::Relaxed),
-            tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
-            tcp_bytes: self.tcp_bytes.load(Ordering::Relaxed),
+            udp_datagrams: self.udp_datagrams.load(Ordering::SeqCst),
+            udp_bytes: self.udp_bytes.load(Ordering::SeqCst),
+            tcp_connections: self.tcp_connections.load(Ordering::SeqCst),
+            tcp_bytes: self.tcp_bytes.load(Ordering::SeqCst),
         }
     }
 }
@@ -174,10 +175,11 @@ fn serve_udp(socket: &UdpSocket, stop: &AtomicBool, counters: &Counters) {
     while !stop.load(Ordering::Relaxed) {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                if socket.send_to(&buf[..n], from).is_ok() {
-                    counters.udp_datagrams.fetch_add(1, Ordering::Relaxed);
-                    counters.udp_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                }
+                // Counted before the reply: a client that got its echo reads a count that
+                // already includes the datagram.
+                counters.udp_datagrams.fetch_add(1, Ordering::SeqCst);
+                counters.udp_bytes.fetch_add(n as u64, Ordering::SeqCst);
+                let _ = socket.send_to(&buf[..n], from);
             }
             // Timeouts (WouldBlock / TimedOut) are the tick; ICMP errors from earlier sends
             // show up here too and are not fatal for an echo server.
@@ -191,7 +193,7 @@ fn serve_tcp(listener: &TcpListener, stop: &Arc<AtomicBool>, counters: &Arc<Coun
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
+                counters.tcp_connections.fetch_add(1, Ordering::SeqCst);
                 let (stop, counters) = (Arc::clone(stop), Arc::clone(counters));
                 connections.push(std::thread::spawn(move || {
                     echo_stream(stream, &stop, &counters)
@@ -218,10 +220,11 @@ fn echo_stream(mut stream: TcpStream, stop: &AtomicBool, counters: &Counters) {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
+                // Counted before the reply, like UDP.
+                counters.tcp_bytes.fetch_add(n as u64, Ordering::SeqCst);
                 if stream.write_all(&buf[..n]).is_err() {
                     return;
                 }
-                counters.tcp_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e)
                 if matches!(

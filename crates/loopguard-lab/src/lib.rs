@@ -56,17 +56,39 @@ pub enum LabError {
     Io(#[from] std::io::Error),
 }
 
-/// Prints why a privileged test is skipped and returns `true`; under `.ci/run`
-/// (`LOOPGUARD_REQUIRE_PRIVILEGED=1`) a missing privilege is a failure instead.
+/// The environment variable under which nothing may skip: `.ci/run` sets it to `1`.
+pub const REQUIRE_PRIVILEGED: &str = "LOOPGUARD_REQUIRE_PRIVILEGED";
+
+/// Prints why `test` (or a part of it) cannot run here and returns `true`, for the caller to
+/// return early; under `LOOPGUARD_REQUIRE_PRIVILEGED=1` it panics instead, so in CI nothing
+/// skips.
+pub fn skip_because(test: &str, why: &str) -> bool {
+    if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{test}: cannot run, and {REQUIRE_PRIVILEGED} forbids skipping: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
+/// Skips (see [`skip_because`]) unless this process may build a lab: root, and `ip` available.
 pub fn skip_unprivileged(test: &str) -> bool {
     match lab_available() {
         Ok(()) => false,
-        Err(why) => {
-            if std::env::var_os("LOOPGUARD_REQUIRE_PRIVILEGED").is_some() {
-                panic!("{test}: privileged test cannot run: {why}");
-            }
-            eprintln!("SKIPPED {test}: {why}");
-            true
-        }
+        Err(why) => skip_because(test, &why),
+    }
+}
+
+/// Skips (see [`skip_because`]) unless this process is root and has `setpriv` (util-linux),
+/// for tests that run a child with privileges dropped.
+pub fn skip_unless_root_with_setpriv(test: &str) -> bool {
+    if let Err(why) = lab_available() {
+        return skip_because(test, &why);
+    }
+    match std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+    {
+        Ok(out) if out.status.success() => false,
+        _ => skip_because(test, "needs `setpriv` (util-linux) to drop privileges"),
     }
 }

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
 use crate::LabError;
@@ -147,21 +147,35 @@ impl TunSnapshot {
 /// or dropped.
 #[derive(Debug)]
 pub struct TunCounter {
-    counts: Arc<Mutex<TunSnapshot>>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// What the caller and the reader thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    counts: Mutex<TunSnapshot>,
+    stop: AtomicBool,
+    /// Barrier requests from [`TunCounter::snapshot`]: a count, raised by each request.
+    sync_requested: AtomicU64,
+    /// The highest request the reader has answered: it drained the device until it was empty
+    /// after seeing that request, so every packet queued before the request is counted.
+    sync_done: AtomicU64,
+}
+
+/// How long [`TunCounter::snapshot`] waits for the reader to catch up before it gives up and
+/// panics: far longer than a drain takes even on a loaded machine.
+const SYNC_BOUND: Duration = Duration::from_secs(20);
 
 impl TunCounter {
     /// Attaches to the existing TUN device `tun_name` in namespace `netns` and starts counting
     /// packets addressed to `watched`. Returns once the device is attached, so every packet
     /// routed into it from then on is counted; attaching also brings the device's carrier up.
     pub fn start(netns: &Netns, tun_name: &str, watched: Vec<IpAddr>) -> Result<Self, LabError> {
-        let counts = Arc::new(Mutex::new(TunSnapshot::default()));
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let name = tun_name.to_owned();
-        let (thread_counts, thread_stop) = (Arc::clone(&counts), Arc::clone(&stop));
+        let thread_shared = Arc::clone(&shared);
         let thread = netns.spawn(move || {
             // The device is looked up in the namespace of the thread that opens
             // /dev/net/tun, hence the open happens here and not in the caller.
@@ -175,11 +189,10 @@ impl TunCounter {
                     return;
                 }
             };
-            read_loop(&fd, &watched, &thread_counts, &thread_stop);
+            read_loop(&fd, &watched, &thread_shared);
         })?;
         let counter = TunCounter {
-            counts,
-            stop,
+            shared,
             thread: Some(thread),
         };
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
@@ -195,27 +208,71 @@ impl TunCounter {
         }
     }
 
-    /// The counts so far.
+    /// The counts of every packet queued in the device before this call: the reader is asked
+    /// to drain the device and this waits (bounded) until it has. So a test that has sent
+    /// something reads a count that includes it, however loaded the machine, and a zero means
+    /// nothing was routed into the device.
+    ///
+    /// # Panics
+    /// If the reader has not caught up after 20 s (it died or the machine is stuck).
     pub fn snapshot(&self) -> TunSnapshot {
-        self.counts
+        let shared = &self.shared;
+        let request = shared.sync_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + SYNC_BOUND;
+        while shared.sync_done.load(Ordering::SeqCst) < request {
+            let reader_gone = self.thread.as_ref().is_none_or(|t| t.is_finished());
+            if reader_gone {
+                // `stop` drains before the reader exits; a reader that died early counts too.
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the TUN reader did not catch up within {SYNC_BOUND:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.counts()
+    }
+
+    /// Watched packets to `dst` over `transport` queued so far (see [`TunCounter::snapshot`]).
+    pub fn count_to(&self, dst: IpAddr, transport: Transport) -> u64 {
+        self.snapshot().count_to(dst, transport)
+    }
+
+    /// Waits until the counts satisfy `condition` or `bound` has passed, and returns the last
+    /// counts either way: for a test that expects packets to arrive.
+    pub fn wait_for(
+        &self,
+        bound: Duration,
+        condition: impl Fn(&TunSnapshot) -> bool,
+    ) -> TunSnapshot {
+        let deadline = Instant::now() + bound;
+        loop {
+            let snapshot = self.snapshot();
+            if condition(&snapshot) || Instant::now() >= deadline {
+                return snapshot;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops reading (after draining what is queued), detaches from the device and returns
+    /// the final counts.
+    pub fn stop(mut self) -> TunSnapshot {
+        self.halt();
+        self.counts()
+    }
+
+    fn counts(&self) -> TunSnapshot {
+        self.shared
+            .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Watched packets to `dst` over `transport` so far.
-    pub fn count_to(&self, dst: IpAddr, transport: Transport) -> u64 {
-        self.snapshot().count_to(dst, transport)
-    }
-
-    /// Stops reading, detaches from the device and returns the final counts.
-    pub fn stop(mut self) -> TunSnapshot {
-        self.halt();
-        self.snapshot()
-    }
-
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             // The reader wakes at least every poll timeout, so this join is short.
             let _ = thread.join();
@@ -229,12 +286,23 @@ impl Drop for TunCounter {
     }
 }
 
-/// How long the reader waits in `poll` before checking the stop flag.
-const POLL_MS: libc::c_int = 50;
+/// How long the reader waits in `poll` before checking the stop flag and barrier requests.
+const POLL_MS: libc::c_int = 5;
 
-fn read_loop(fd: &OwnedFd, watched: &[IpAddr], counts: &Mutex<TunSnapshot>, stop: &AtomicBool) {
+fn read_loop(fd: &OwnedFd, watched: &[IpAddr], shared: &Shared) {
     let mut buf = vec![0u8; 65_536];
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        // Read before draining: the drain below then covers every packet queued before the
+        // request was made.
+        let request = shared.sync_requested.load(Ordering::SeqCst);
+        if drain(fd, &mut buf, watched, &shared.counts).is_err() {
+            return;
+        }
+        shared.sync_done.store(request, Ordering::SeqCst);
+        // Checked after a drain, so packets queued before `stop` are counted too.
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -242,37 +310,39 @@ fn read_loop(fd: &OwnedFd, watched: &[IpAddr], counts: &Mutex<TunSnapshot>, stop
         };
         // SAFETY: `pfd` is one valid pollfd and the count says so.
         let rc = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        if rc < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             return;
         }
-        if rc == 0 {
-            continue;
-        }
-        // Drain everything that is queued; the descriptor is non-blocking.
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return,
-                }
+    }
+}
+
+/// Reads and counts packets until the non-blocking device has none queued.
+fn drain(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    watched: &[IpAddr],
+    counts: &Mutex<TunSnapshot>,
+) -> io::Result<()> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return Ok(()),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(err),
             }
-            if n == 0 {
-                break;
-            }
-            // `n` is positive here and at most `buf.len()`.
-            let packet = &buf[..n as usize];
-            counts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .record(parse_packet(packet), watched);
         }
+        if n == 0 {
+            return Ok(());
+        }
+        // `n` is positive here and at most `buf.len()`.
+        let packet = &buf[..n as usize];
+        counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(parse_packet(packet), watched);
     }
 }
 

@@ -4,15 +4,21 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loopguard_lab::{run_cmd, EchoServers, Lab, LabOptions, RpFilter, Transport, TunCounter};
 
-const WAIT: Duration = Duration::from_millis(1500);
+/// The bound on waiting for something that should arrive: generous, as the wait ends as soon
+/// as it does.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How long a datagram that should not be echoed waits before it is judged unanswered (where
+/// it went instead is checked on the TUN, so a short wait cannot make a test pass by luck).
+const SILENCE: Duration = Duration::from_millis(800);
 
 /// Sends one datagram from a plain socket in the client namespace and returns whether the
-/// echo came back.
-fn udp_round_trip(lab: &Lab, dst: SocketAddr, payload: &'static [u8]) -> bool {
+/// echo came back within `wait`.
+fn udp_round_trip(lab: &Lab, dst: SocketAddr, payload: &'static [u8], wait: Duration) -> bool {
     lab.client()
         .run(move || -> std::io::Result<bool> {
             let bind: SocketAddr = match dst {
@@ -20,7 +26,7 @@ fn udp_round_trip(lab: &Lab, dst: SocketAddr, payload: &'static [u8]) -> bool {
                 SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
             };
             let socket = UdpSocket::bind(bind)?;
-            socket.set_read_timeout(Some(WAIT))?;
+            socket.set_read_timeout(Some(wait))?;
             socket.send_to(payload, dst)?;
             let mut buf = [0u8; 256];
             Ok(match socket.recv_from(&mut buf) {
@@ -32,11 +38,13 @@ fn udp_round_trip(lab: &Lab, dst: SocketAddr, payload: &'static [u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn tcp_round_trip(lab: &Lab, dst: SocketAddr) -> bool {
+/// Connects from the client namespace, sends a message and returns whether it was echoed,
+/// each step within `wait`.
+fn tcp_round_trip(lab: &Lab, dst: SocketAddr, wait: Duration) -> bool {
     lab.client()
         .run(move || -> std::io::Result<bool> {
-            let mut stream = TcpStream::connect_timeout(&dst, WAIT)?;
-            stream.set_read_timeout(Some(WAIT))?;
+            let mut stream = TcpStream::connect_timeout(&dst, wait)?;
+            stream.set_read_timeout(Some(wait))?;
             stream.write_all(b"control plane")?;
             let mut buf = [0u8; 13];
             stream.read_exact(&mut buf)?;
@@ -47,14 +55,9 @@ fn tcp_round_trip(lab: &Lab, dst: SocketAddr) -> bool {
 }
 
 fn wait_for_count(counter: &TunCounter, dst: IpAddr, transport: Transport) -> u64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let n = counter.count_to(dst, transport);
-        if n > 0 || Instant::now() > deadline {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    counter
+        .wait_for(WAIT, |s| s.count_to(dst, transport) > 0)
+        .count_to(dst, transport)
 }
 
 fn listed_namespaces() -> String {
@@ -90,9 +93,12 @@ fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
         // Without TUN routes: the router forwards, the server echoes, the TUN sees nothing.
         for ip in lab.server_addrs() {
             let udp = echo.udp_addr(ip).expect("udp echo");
-            assert!(udp_round_trip(&lab, udp, b"relay"), "UDP echo via {ip}");
+            assert!(
+                udp_round_trip(&lab, udp, b"relay", WAIT),
+                "UDP echo via {ip}"
+            );
             let tcp = echo.tcp_addr(ip).expect("tcp echo");
-            assert!(tcp_round_trip(&lab, tcp), "TCP echo via {ip}");
+            assert!(tcp_round_trip(&lab, tcp, WAIT), "TCP echo via {ip}");
             assert_eq!(echo.stats(ip).udp_datagrams, 1, "{ip}");
             assert_eq!(echo.stats(ip).tcp_connections, 1, "{ip}");
             assert_eq!(echo.stats(ip).tcp_bytes, 13, "{ip}");
@@ -106,7 +112,7 @@ fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
         for ip in lab.server_addrs() {
             let udp = echo.udp_addr(ip).expect("udp echo");
             assert!(
-                !udp_round_trip(&lab, udp, b"looped"),
+                !udp_round_trip(&lab, udp, b"looped", SILENCE),
                 "no echo through the TUN ({ip})"
             );
             assert_eq!(
@@ -124,7 +130,7 @@ fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
         // Removing the routes restores the path.
         lab.remove_tun_main_table_routes().expect("remove routes");
         let v4 = echo.udp_addr(lab.server_v4().into()).expect("udp echo");
-        assert!(udp_round_trip(&lab, v4, b"back"));
+        assert!(udp_round_trip(&lab, v4, b"back", WAIT));
         let snap = counter.stop();
         assert_eq!(snap.watched_packets, 2, "{snap:?}");
         echo.stop();
@@ -166,7 +172,7 @@ fn tcp_syn_loops_into_the_tun_and_strict_rp_filter_is_set() {
     let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
     // Strict mode on the client does not disturb unguarded traffic on the uplink.
     let v6 = echo.tcp_addr(lab.server_v6().into()).expect("tcp echo");
-    assert!(tcp_round_trip(&lab, v6));
+    assert!(tcp_round_trip(&lab, v6, WAIT));
 
     let counter =
         TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec()).expect("counter");
@@ -174,7 +180,7 @@ fn tcp_syn_loops_into_the_tun_and_strict_rp_filter_is_set() {
     for ip in lab.server_addrs() {
         let tcp = echo.tcp_addr(ip).expect("tcp echo");
         assert!(
-            !tcp_round_trip(&lab, tcp),
+            !tcp_round_trip(&lab, tcp, SILENCE),
             "no connection through the TUN ({ip})"
         );
         assert!(
