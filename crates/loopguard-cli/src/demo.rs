@@ -31,10 +31,15 @@ const ECHO_PORT: u16 = 7;
 const DATAGRAMS: u32 = 5;
 /// TCP connections per path.
 const CONNECTIONS: u32 = 3;
-/// How long a path may wait for its echoes or connections; a looping path always waits this.
-const PATH_TIMEOUT: Duration = Duration::from_millis(1200);
-/// Time for packets still in flight to reach the TUN reader before a path's count is read.
-const SETTLE: Duration = Duration::from_millis(150);
+/// How long a path may wait for its echoes or connections. A plain path loops and always waits
+/// this long; a guarded one returns as soon as everything is echoed, so its bound is generous
+/// (a loaded machine must not turn a working path into a failure).
+fn path_timeout(kind: SocketKind) -> Duration {
+    match kind {
+        SocketKind::Plain => Duration::from_millis(1200),
+        SocketKind::Guarded => Duration::from_secs(10),
+    }
+}
 
 /// Plain sockets or sockets from loopguard's factory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -276,7 +281,7 @@ fn drive_traffic(
                         Transport::Tcp => tcp_path(socket, &factory, destination).await,
                         _ => udp_path(socket, &factory, destination).await,
                     };
-                    tokio::time::sleep(SETTLE).await;
+                    // Counts everything the path queued in the TUN (the counter drains first).
                     let tun_packets = counter.count_to(ip, transport).saturating_sub(before);
                     reports.push(judge(
                         socket,
@@ -428,7 +433,7 @@ async fn udp_path(
             }
         }
     }
-    let deadline = tokio::time::Instant::now() + PATH_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + path_timeout(kind);
     let mut buf = vec![0u8; 65_536];
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
@@ -477,14 +482,14 @@ async fn tcp_path(
             }
             anyhow::Ok(echo == message)
         };
-        match timeout(PATH_TIMEOUT, exchange).await {
+        match timeout(path_timeout(kind), exchange).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err("the echo differed from the message".to_owned()),
             Ok(Err(e)) => Err(format!("{e:#}")),
             // Dropping the connect future closes the socket: no SYN retransmits later.
             Err(_) => Err(format!(
                 "no connection within {} ms",
-                PATH_TIMEOUT.as_millis()
+                path_timeout(kind).as_millis()
             )),
         }
     });
@@ -647,7 +652,9 @@ fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::R
                         }
                     }
                 });
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The flow is established before the route goes: an echo came back.
+                let flowing = || echoes.lock().is_ok_and(|e| !e.is_empty());
+                wait_until(Duration::from_secs(5), flowing).await;
                 let event_at = Instant::now();
                 let out = tokio::process::Command::new("ip")
                     .args([
@@ -679,7 +686,15 @@ fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::R
                 .await
                 .ok()
                 .flatten();
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Keep the flow going until it has resumed over the other uplink (bounded: a
+                // flow that never resumes is reported as such).
+                let resumed = || {
+                    echoes.lock().is_ok_and(|e| {
+                        e.iter()
+                            .any(|(at, ip)| *at > event_at && *ip == Some(new_source))
+                    })
+                };
+                wait_until(Duration::from_secs(5), resumed).await;
                 stop.store(true, Ordering::Relaxed);
                 let _ = sender.await;
                 receiver.abort();
@@ -688,7 +703,6 @@ fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::R
             })
         })
         .context("entering the client namespace")??;
-    tokio_settle();
     let tun_packets = counter
         .count_to(server, Transport::Udp)
         .saturating_sub(before);
@@ -717,9 +731,12 @@ fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::R
     })
 }
 
-/// Lets packets still in flight reach the TUN reader before it is read.
-fn tokio_settle() {
-    std::thread::sleep(SETTLE);
+/// Waits until `condition` holds or `bound` has passed, checking every few milliseconds.
+async fn wait_until(bound: Duration, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !condition() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn print_roaming(r: &RoamReport) {

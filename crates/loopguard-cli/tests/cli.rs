@@ -84,6 +84,9 @@ fn help_works_for_every_command() {
         &["routes", "apply"],
         &["routes", "show"],
         &["routes", "remove"],
+        &["route", "explain"],
+        &["watch"],
+        &["bench"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
@@ -297,7 +300,16 @@ fn probe_udp_round_trips_over_ipv4_and_ipv6() {
         let out = loopguard(
             Some(&ns),
             &[
-                "probe", "udp", &dst, "--count", "3", "--size", "100", "--json",
+                "probe",
+                "udp",
+                &dst,
+                "--count",
+                "3",
+                "--size",
+                "100",
+                "--timeout-ms",
+                "10000",
+                "--json",
             ],
         );
         assert!(
@@ -348,7 +360,16 @@ fn probe_tcp_json_reports_every_round_trip() {
     let out = loopguard(
         Some(&ns),
         &[
-            "probe", "tcp", &dst, "--count", "4", "--json", "--mark", "0x10",
+            "probe",
+            "tcp",
+            &dst,
+            "--count",
+            "4",
+            "--timeout-ms",
+            "10000",
+            "--json",
+            "--mark",
+            "0x10",
         ],
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

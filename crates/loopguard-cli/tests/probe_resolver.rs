@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -81,6 +81,8 @@ fn a_host_name_is_resolved_through_the_named_resolver_and_probed() {
             &dns.to_string(),
             "--count",
             "3",
+            "--timeout-ms",
+            "10000",
             "--json",
         ],
     );
@@ -118,6 +120,24 @@ fn a_host_name_is_resolved_through_the_named_resolver_and_probed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--resolver"), "{stderr}");
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(queries.load(Ordering::SeqCst), before);
+    // A barrier instead of a wait: the server reads its queue in order, so once it has
+    // counted a sentinel sent after the probe exited, anything the probe sent is counted too.
+    ns.run(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"sentinel", dns).unwrap();
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queries.load(Ordering::SeqCst) < before + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the sentinel never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        queries.load(Ordering::SeqCst),
+        before + 1,
+        "the probe sent a query without --resolver"
+    );
 }

@@ -100,7 +100,7 @@ fn watch_json_prints_one_object_per_change_and_ignores_the_tunnel() {
         .unwrap();
     ns.ip(&["link", "set", "lg-up0", "down"]).unwrap();
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.iter().any(|v: &Value| v["kind"] == "link_down") && Instant::now() < deadline {
         if let Ok(line) = out.recv_timeout(Duration::from_millis(200)) {
             let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -182,7 +182,7 @@ fn routes_apply_watch_restores_deleted_rules_and_removes_everything_on_sigterm()
     .unwrap();
     let deleted = Instant::now();
     let mut back = None;
-    while deleted.elapsed() < Duration::from_secs(5) {
+    while deleted.elapsed() < Duration::from_secs(10) {
         if ns.ip(&["rule", "show"]).unwrap().contains(ours) {
             back = Some(deleted.elapsed());
             break;

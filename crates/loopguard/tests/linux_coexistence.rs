@@ -20,8 +20,15 @@ const WG_TUN: &str = "lg-wg0";
 /// The bit kube-proxy ORs into the mark of packets it wants masqueraded.
 const KUBE_MASQ_BIT: u32 = 0x4000;
 
-/// Sends one datagram from a UDP socket carrying `mark` and returns whether it was echoed.
-async fn echoed_with_mark(mark: Option<u32>, dst: SocketAddr) -> bool {
+/// How long a socket that should be echoed waits: generous, as the wait ends with the echo.
+const ECHO_BOUND: Duration = Duration::from_secs(10);
+/// How long a socket that should not be echoed waits before it is judged unanswered (its
+/// datagram's arrival in a TUN is checked separately, so a short wait cannot pass by luck).
+const SILENCE: Duration = Duration::from_millis(800);
+
+/// Sends one datagram from a UDP socket carrying `mark` and returns whether it was echoed
+/// within `wait`.
+async fn echoed_with_mark(mark: Option<u32>, dst: SocketAddr, wait: Duration) -> bool {
     let domain = socket2::Domain::for_address(dst);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, None).unwrap();
     if let Some(mark) = mark {
@@ -32,7 +39,7 @@ async fn echoed_with_mark(mark: Option<u32>, dst: SocketAddr) -> bool {
     socket.send_to(b"coexist", dst).await.unwrap();
     let mut buf = [0u8; 64];
     matches!(
-        tokio::time::timeout(Duration::from_millis(800), socket.recv_from(&mut buf)).await,
+        tokio::time::timeout(wait, socket.recv_from(&mut buf)).await,
         Ok(Ok((7, _)))
     )
 }
@@ -129,10 +136,9 @@ fn a_wg_quick_tunnel_and_loopguard_keep_their_own_rules_and_sockets() {
                     .await
                     .unwrap();
                 let mut buf = [0u8; 64];
-                let loopguard_v4 =
-                    tokio::time::timeout(Duration::from_millis(800), guarded.recv_from(&mut buf))
-                        .await
-                        .is_ok_and(|r| r.is_ok());
+                let loopguard_v4 = tokio::time::timeout(ECHO_BOUND, guarded.recv_from(&mut buf))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
                 let kube = config.mark() | KUBE_MASQ_BIT;
                 assert_ne!(
                     kube,
@@ -143,22 +149,22 @@ fn a_wg_quick_tunnel_and_loopguard_keep_their_own_rules_and_sockets() {
                     ("loopguard socket to the IPv4 server", loopguard_v4, true),
                     (
                         "wg socket to the IPv6 server",
-                        echoed_with_mark(Some(WG_MARK), v6).await,
+                        echoed_with_mark(Some(WG_MARK), v6, ECHO_BOUND).await,
                         true,
                     ),
                     (
                         "loopguard mark with kube-proxy's bit",
-                        echoed_with_mark(Some(kube), v4).await,
+                        echoed_with_mark(Some(kube), v4, ECHO_BOUND).await,
                         true,
                     ),
                     (
                         "plain socket to the IPv4 server",
-                        echoed_with_mark(None, v4).await,
+                        echoed_with_mark(None, v4, SILENCE).await,
                         false,
                     ),
                     (
                         "plain socket to the IPv6 server",
-                        echoed_with_mark(None, v6).await,
+                        echoed_with_mark(None, v6, SILENCE).await,
                         false,
                     ),
                 ]

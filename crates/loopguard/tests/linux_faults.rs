@@ -40,10 +40,21 @@ enum Sent {
     Io(String),
 }
 
+/// How long a step waits for the flow to show what it expects: generous, since the wait ends
+/// as soon as the flow shows it; a step that runs out is a failure of the test.
+const STEP_BOUND: Duration = Duration::from_secs(15);
+
+/// How many sends each target makes inside a window before a step ends it: enough to see
+/// what every send in that state returns.
+const SENDS_PER_WINDOW: usize = 20;
+
 /// One step of a fault script, run by the flow while it sends.
 enum Step {
-    /// Wait.
-    Sleep(u64),
+    /// Wait until every target has been echoed since the last mark (the flow runs, or runs
+    /// again).
+    UntilEchoed,
+    /// Wait until every target has made [`SENDS_PER_WINDOW`] sends since the last mark.
+    UntilSent,
     /// Note the moment (printed and used to split the flow's record).
     Mark(&'static str),
     /// `ip -n CLIENT ARGS`, which must succeed.
@@ -147,6 +158,7 @@ fn flow<S: Strategy>(
                 let log_sends = Arc::new(Mutex::new(Vec::new()));
                 let log_echoes = Arc::new(Mutex::new(Vec::new()));
                 let stop = Arc::new(AtomicBool::new(false));
+                let started = Instant::now();
                 let mut tasks = Vec::new();
                 for (i, dst) in targets.iter().copied().enumerate() {
                     let any: SocketAddr = match dst {
@@ -196,8 +208,34 @@ fn flow<S: Strategy>(
                     }));
                 }
                 for step in steps {
+                    let since = log.marks.last().map_or(started, |(_, at)| *at);
+                    let reached = |t: usize| match step {
+                        Step::UntilEchoed => log_echoes
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|(i, at, _)| *i == t && *at >= since),
+                        _ => {
+                            log_sends
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .filter(|(i, at, _)| *i == t && *at >= since)
+                                .count()
+                                >= SENDS_PER_WINDOW
+                        }
+                    };
                     match step {
-                        Step::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        Step::UntilEchoed | Step::UntilSent => {
+                            let deadline = Instant::now() + STEP_BOUND;
+                            while !(0..targets.len()).all(reached) {
+                                assert!(
+                                    Instant::now() < deadline,
+                                    "the flow did not get there within {STEP_BOUND:?}"
+                                );
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                        }
                         Step::Mark(name) => log.marks.push((name, Instant::now())),
                         Step::Ip(args) => {
                             let out = tokio::process::Command::new("ip")
@@ -218,8 +256,6 @@ fn flow<S: Strategy>(
                 }
                 log.marks.push(("end", Instant::now()));
                 stop.store(true, Ordering::Relaxed);
-                // Echoes still in flight.
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 for t in tasks {
                     t.abort();
                 }
@@ -264,18 +300,18 @@ fn uplink_down_then_up_fails_closed_then_resumes_with_nothing_in_the_tun() {
         move || LinuxMark::new(config),
         &targets,
         vec![
-            Step::Sleep(300),
+            Step::UntilEchoed,
             Step::Mark("down"),
             ip("link set lg-up0 down"),
             Step::Mark("down done"),
-            Step::Sleep(500),
+            Step::UntilSent,
             Step::Mark("up"),
             ip("link set lg-up0 up"),
             ip("-6 addr replace 2001:db8:1::2/64 dev lg-up0 nodad"),
             ip("-4 route replace default via 192.0.2.1 dev lg-up0"),
             ip("-6 route replace default via 2001:db8:1::1 dev lg-up0"),
             Step::Mark("routes back"),
-            Step::Sleep(700),
+            Step::UntilEchoed,
         ],
     );
     let (down, down_done, up, back, end) = (
@@ -345,17 +381,17 @@ fn default_routes_deleted_mid_stream_fail_closed_with_host_unreachable() {
         move || LinuxMark::new(config),
         &targets,
         vec![
-            Step::Sleep(300),
+            Step::UntilEchoed,
             Step::Mark("delete"),
             ip("-4 route del default"),
             ip("-6 route del default"),
             Step::Mark("deleted"),
-            Step::Sleep(500),
+            Step::UntilSent,
             Step::Mark("restore"),
             ip("-4 route add default via 192.0.2.1 dev lg-up0"),
             ip("-6 route add default via 2001:db8:1::1 dev lg-up0"),
             Step::Mark("restored"),
-            Step::Sleep(500),
+            Step::UntilEchoed,
         ],
     );
     let (delete, deleted, restore, restored, end) = (
@@ -530,7 +566,7 @@ fn the_cached_source_address_removed_mid_stream_is_re_resolved() {
         })
         .unwrap();
     let prefix = |ip: IpAddr| if ip.is_ipv4() { 24 } else { 64 };
-    let mut steps = vec![Step::Sleep(300), Step::Mark("delete")];
+    let mut steps = vec![Step::UntilEchoed, Step::Mark("delete")];
     for p in &pinned {
         steps.push(Step::Ip(
             [
@@ -544,7 +580,10 @@ fn the_cached_source_address_removed_mid_stream_is_re_resolved() {
         ));
     }
     steps.push(Step::Mark("deleted"));
-    steps.push(Step::Sleep(700));
+    // Resumed, and then long enough to see that every later send succeeds.
+    steps.push(Step::UntilEchoed);
+    steps.push(Step::Mark("resumed"));
+    steps.push(Step::UntilSent);
     let resolved = Arc::new(Mutex::new(Vec::new()));
     let log = flow(
         &g,
