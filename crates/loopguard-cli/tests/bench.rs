@@ -113,10 +113,7 @@ fn bench_quick_json_has_every_key() {
 #[test]
 fn bench_without_root_skips_the_namespaces_and_says_so() {
     // Only meaningful as root: drop to `nobody` for the child with setpriv (util-linux).
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
-    {
-        eprintln!("SKIPPED bench_without_root: needs root and setpriv to drop privileges");
+    if loopguard_lab::skip_unless_root_with_setpriv("bench_without_root") {
         return;
     }
     let mut command = Command::new("setpriv");

@@ -196,10 +196,7 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
 #[test]
 fn demo_without_root_says_so_and_fails() {
     // Only meaningful as root: drop to `nobody` for the child with setpriv (util-linux).
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
-    {
-        eprintln!("SKIPPED demo_without_root: needs root and setpriv to drop privileges");
+    if loopguard_lab::skip_unless_root_with_setpriv("demo_without_root") {
         return;
     }
     let out = Command::new("setpriv")

@@ -24,6 +24,12 @@ fn lab() -> bool {
     std::env::var_os("LOOPGUARD_WINE_LAB").is_some()
 }
 
+/// Skips `test` outside the namespace of `scripts/windows-tests` (which sets
+/// `LOOPGUARD_WINE_LAB`); under `LOOPGUARD_REQUIRE_PRIVILEGED=1` that is a failure.
+fn skip_outside_lab(test: &str, needs: &str) -> bool {
+    !lab() && loopguard_lab::skip_because(test, needs)
+}
+
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -76,7 +82,10 @@ fn the_snapshot_lists_adapters_routes_and_addresses() {
             "address on unknown LUID: {a:?}"
         );
     }
-    if !lab() {
+    if skip_outside_lab(
+        "the_snapshot_lists_adapters_routes_and_addresses (the lab part)",
+        "needs the namespace of scripts/windows-tests (LOOPGUARD_WINE_LAB)",
+    ) {
         return;
     }
     let tun = host
@@ -116,8 +125,10 @@ fn the_snapshot_lists_adapters_routes_and_addresses() {
 
 #[test]
 fn the_tunnel_is_excluded_for_real() {
-    if !lab() {
-        println!("skipped: needs the namespace of scripts/windows-tests (LOOPGUARD_WINE_LAB)");
+    if skip_outside_lab(
+        "the_tunnel_is_excluded_for_real",
+        "needs the namespace of scripts/windows-tests (LOOPGUARD_WINE_LAB)",
+    ) {
         return;
     }
     let host = snapshot();
@@ -216,7 +227,10 @@ fn change_notifications_register_and_under_wine_never_fire() {
     .expect("registration");
     assert_eq!(notifications.registrations(), 3);
     let Some(churn) = std::env::var("LOOPGUARD_WINE_CHURN").ok().map(|a| ip(&a)) else {
-        println!("skipped the firing part: no address churn (LOOPGUARD_WINE_CHURN)");
+        loopguard_lab::skip_because(
+            "change_notifications_register_and_under_wine_never_fire (firing part)",
+            "no address churn (LOOPGUARD_WINE_CHURN)",
+        );
         return;
     };
     // Watch the churning address come and go through the tables for a while.
@@ -269,8 +283,10 @@ impl Strategy for FixedPath {
 
 #[tokio::test]
 async fn udp_with_a_resolved_source_and_index_is_sent_with_wsasendmsg() {
-    if !lab() {
-        println!("skipped: needs 2001:db8:ff::1 on the loopback (LOOPGUARD_WINE_LAB)");
+    if skip_outside_lab(
+        "udp_with_a_resolved_source_and_index_is_sent_with_wsasendmsg",
+        "needs 2001:db8:ff::1 on the loopback (LOOPGUARD_WINE_LAB)",
+    ) {
         return;
     }
     let host = snapshot();
@@ -350,9 +366,11 @@ async fn ipv4_udp_sockets_under_wine_fail_at_setup_with_an_io_error() {
 }
 
 #[tokio::test]
-async fn tcp_is_bound_to_the_source_and_pinned_with_unicast_if() {
-    if !lab() {
-        println!("skipped: needs the namespace of scripts/windows-tests (LOOPGUARD_WINE_LAB)");
+async fn tcp_connects_from_the_source_of_the_chosen_route() {
+    if skip_outside_lab(
+        "tcp_connects_from_the_source_of_the_chosen_route",
+        "needs the namespace of scripts/windows-tests (LOOPGUARD_WINE_LAB)",
+    ) {
         return;
     }
     let strategy = WindowsRoute::for_tunnel_named("lg-tun0").unwrap();

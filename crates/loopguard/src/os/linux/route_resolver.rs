@@ -209,10 +209,16 @@ mod tests {
             assert_eq!(bare.source, fresh.source);
         }
         let v6: IpAddr = "::1".parse().unwrap();
-        // A host may run without IPv6: then the answer is an error, never a hang or a panic.
+        // A host may run without IPv6: then the answer is an error, never a hang or a panic;
+        // that part is skipped (and in CI, where nothing may skip, it fails).
         match resolver.lookup(v6, None) {
             Ok(r) => assert_eq!(r.destination, v6),
-            Err(e) => eprintln!("no IPv6 loopback here: {e}"),
+            Err(e) => {
+                loopguard_lab::skip_because(
+                    "one_resolver_answers_many_lookups_like_route_get (IPv6)",
+                    &format!("no IPv6 loopback here: {e}"),
+                );
+            }
         }
     }
 
