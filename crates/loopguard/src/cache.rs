@@ -703,7 +703,7 @@ mod tests {
         let cache = PathCache::new();
         let g = cache.generation();
         let dst = |i: u32| -> IpAddr {
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i))
             } else {
                 IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)))
@@ -787,7 +787,7 @@ mod tests {
                         let before = cache.generation();
                         // Reader 1 repeats each destination four times (a burst).
                         k += 1;
-                        if r == 0 || k % 4 == 0 {
+                        if r == 0 || k.is_multiple_of(4) {
                             i = (i + 7) % dsts.len();
                         }
                         if let Lookup::Hit(p) = cache.lookup(dsts[i]) {
