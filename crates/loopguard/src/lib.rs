@@ -8,6 +8,9 @@
 //! policy rules that send everything unmarked into the tunnel.
 //!
 //! ```
+//! # #[cfg(not(target_os = "linux"))]
+//! # fn main() {}
+//! # #[cfg(target_os = "linux")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), loopguard::Error> {
 //! use loopguard::{DatagramOut, Error, GuardConfig, LinuxMark, SocketFactory};
