@@ -84,6 +84,7 @@ fn help_works_for_every_command() {
         &["routes", "apply"],
         &["routes", "show"],
         &["routes", "remove"],
+        &["doctor"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
@@ -132,6 +133,22 @@ fn bad_arguments_name_the_bad_value_without_privileges() {
         (&["route", "get", "192.0.2.300"], "192.0.2.300"),
         (&["route", "get", "192.0.2.1", "--mark", "0"], "mark 0"),
         (&["routes", "apply", "--dev", "lo"], "--route"),
+        (
+            &[
+                "routes",
+                "apply",
+                "--dev",
+                "lo",
+                "--route",
+                "192.0.2.0/24",
+                "--restore-sysctls",
+            ],
+            "--watch",
+        ),
+        (&["routes", "remove", "--mask", "0x0"], "mask 0"),
+        (&["doctor", "--mark", "0"], "mark 0"),
+        (&["doctor", "--priority", "32765"], "priority 32765"),
+        (&["route", "get", "192.0.2.1", "--mask", "zz"], "zz"),
     ];
     for (args, needle) in cases {
         let out = loopguard(None, args);
@@ -688,9 +705,10 @@ fn routes_apply_show_remove_round_trip() {
     let out = loopguard(Some(&ns), &apply);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
+    // A device route and a last-resort `unreachable` route per prefix.
     assert_eq!(
         (v["rules_added"].as_u64(), v["routes_added"].as_u64()),
-        (Some(4), Some(2)),
+        (Some(4), Some(4)),
         "{v}"
     );
     assert_eq!(v["config"]["table"], 1000);
@@ -732,7 +750,12 @@ fn routes_apply_show_remove_round_trip() {
     let v = json(&out);
     assert_eq!(v["rules"].as_array().map(Vec::len), Some(4), "{v}");
     let routes = v["routes"].as_array().unwrap();
-    assert_eq!(routes.len(), 2, "{v}");
+    assert_eq!(routes.len(), 4, "{v}");
+    assert_eq!(
+        routes.iter().filter(|r| r["terminal"] == true).count(),
+        2,
+        "{v}"
+    );
     assert!(
         routes
             .iter()
@@ -772,7 +795,7 @@ fn routes_apply_show_remove_round_trip() {
     let v = json(&out);
     assert_eq!(
         (v["rules_removed"].as_u64(), v["routes_removed"].as_u64()),
-        (Some(4), Some(2)),
+        (Some(4), Some(4)),
         "{v}"
     );
     assert_eq!(v["conntrack_table_removed"], true, "{v}");
@@ -787,4 +810,283 @@ fn routes_apply_show_remove_round_trip() {
         "{}",
         stdout(&out)
     );
+}
+
+/// A namespace with an uplink (192.0.2.1/24 and 2001:db8:1::1/64 on `lg-up`, default routes
+/// through it) and an up tunnel device `lg-tun`.
+fn uplink_and_tunnel(tag: &str) -> Netns {
+    let ns = ns(tag);
+    link(&ns, "lg-up");
+    link(&ns, "lg-tun");
+    for step in [
+        &["addr", "add", "192.0.2.1/24", "dev", "lg-up"][..],
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "lg-up",
+            "nodad",
+        ],
+        &["route", "add", "default", "via", "192.0.2.254"],
+        &["-6", "route", "add", "default", "via", "2001:db8:1::fe"],
+    ] {
+        ns.ip(step).unwrap();
+    }
+    ns
+}
+
+#[test]
+fn an_explicit_mark_without_a_mask_works_on_every_command() {
+    if skip_unprivileged("an_explicit_mark_without_a_mask_works_on_every_command") {
+        return;
+    }
+    // wg-quick's own fwmark: compared whole, as `ip rule fwmark 0xca6c` does.
+    let g = guarded_pair();
+    g.client.ip(&["rule", "del", "pref", "100"]).unwrap();
+    g.client
+        .ip(&[
+            "rule", "add", "not", "fwmark", "0xca6c", "lookup", "100", "pref", "90",
+        ])
+        .unwrap();
+    let (echo, _) = udp_echo(&g.server, "192.0.2.2:0");
+    let dst = echo.to_string();
+    for mark in ["0xca6c", "0xfd002021"] {
+        let out = loopguard(
+            Some(&g.client),
+            &[
+                "probe", "udp", &dst, "--count", "2", "--mark", mark, "--json",
+            ],
+        );
+        // Only 0xca6c passes `not fwmark 0xca6c`; 0xfd002021 goes to the unreachable table.
+        if mark == "0xca6c" {
+            assert!(
+                out.status.success(),
+                "{mark}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            assert_eq!(json(&out)["received"], 2, "{mark}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{mark}: {}", stderr(&out));
+            assert!(!stderr(&out).contains("outside mask"), "{}", stderr(&out));
+        }
+        let out = loopguard(
+            Some(&g.client),
+            &["route", "get", "192.0.2.2", "--mark", mark, "--json"],
+        );
+        if mark == "0xca6c" {
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(json(&out)["interface"], "lg-c", "{}", stdout(&out));
+        } else {
+            assert!(!stderr(&out).contains("outside mask"), "{}", stderr(&out));
+        }
+    }
+    // --mask is accepted where --mark is.
+    let out = loopguard(
+        Some(&g.client),
+        &[
+            "probe", "udp", &dst, "--mark", "0xca6c", "--mask", "0xffff", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loopguard(
+        Some(&g.client),
+        &[
+            "route",
+            "get",
+            "192.0.2.2",
+            "--mark",
+            "0xca6c",
+            "--mask",
+            "0xffff",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ns = uplink_and_tunnel("cx");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--mark",
+            "0xca6c",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["config"]["mark"].as_u64(), v["config"]["mask"].as_u64()),
+        (Some(0xca6c), Some(0xffff_ffff)),
+        "{v}"
+    );
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    println!("{rules}");
+    assert!(
+        rules.contains("32001:\tnot from all fwmark 0xca6c lookup 19527 proto 76"),
+        "{rules}"
+    );
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 1, "{v}");
+    assert_eq!(paths[0]["marked"]["interface"], "lg-up", "{v}");
+    assert_eq!(paths[0]["unmarked"]["interface"], "lg-tun", "{v}");
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn impossible_priorities_are_refused_and_change_nothing() {
+    if skip_unprivileged("impossible_priorities_are_refused_and_change_nothing") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cp");
+    let before = state(&ns);
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["routes", "apply", "--dev", "lg-tun", "--route", "0.0.0.0/0"];
+        args.extend_from_slice(extra);
+        loopguard(Some(&ns), &args)
+    };
+    // 32765 would put the second rule at 32766, after the kernel's `lookup main`.
+    let out = apply(&["--priority", "32765"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("priority 32765"), "{}", stderr(&out));
+    assert_eq!(state(&ns), before);
+    // An unconditional `lookup main` moved before loopguard's priorities.
+    ns.ip(&["rule", "add", "lookup", "main", "pref", "100"])
+        .unwrap();
+    let before = state(&ns);
+    let out = apply(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    println!("{err}");
+    assert!(
+        err.contains("nothing changed") && err.contains("100: from all lookup main"),
+        "{err}"
+    );
+    assert_eq!(state(&ns), before);
+}
+
+#[test]
+fn routes_remove_without_options_removes_everything_loopguard_installed() {
+    if skip_unprivileged("routes_remove_without_options_removes_everything_loopguard_installed") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cr");
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "51820",
+        "pref",
+        "500",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "dev",
+        "lg-up",
+        "table",
+        "51820",
+    ])
+    .unwrap();
+    let before = state(&ns);
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--route",
+            "::/0",
+            "--mark",
+            "0xfd002021",
+            "--mask",
+            "0xffffffff",
+            "--table",
+            "51820",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loopguard(Some(&ns), &["routes", "remove", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    println!("{v}");
+    assert_eq!(
+        (v["rules_removed"].as_u64(), v["routes_removed"].as_u64()),
+        (Some(4), Some(4)),
+        "{v}"
+    );
+    assert_eq!(v["everything"], true, "{v}");
+    assert_eq!(v["conntrack_tables"][0], "loopguard_51820", "{v}");
+    assert_eq!(
+        state(&ns),
+        before,
+        "remove left something of loopguard's or took a foreign thing"
+    );
+    // Nothing left: a second remove removes nothing.
+    let v = json(&loopguard(Some(&ns), &["routes", "remove", "--json"]));
+    assert_eq!(
+        (
+            v["rules_removed"].as_u64(),
+            v["routes_removed"].as_u64(),
+            v["conntrack_table_removed"].as_bool()
+        ),
+        (Some(0), Some(0), Some(false)),
+        "{v}"
+    );
+}
+
+#[test]
+fn route_get_for_a_tunnel_that_does_not_exist_is_an_error() {
+    if skip_unprivileged("route_get_for_a_tunnel_that_does_not_exist_is_an_error") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cg");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.5",
+            "--tunnel",
+            "lg-nosuch",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("lg-nosuch"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.5",
+            "--tunnel",
+            "lg-tun",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["enters_tunnel"], false);
 }
