@@ -1090,3 +1090,176 @@ fn route_get_for_a_tunnel_that_does_not_exist_is_an_error() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["enters_tunnel"], false);
 }
+
+#[test]
+fn doctor_reports_what_exists_and_exits_1_on_an_error() {
+    if skip_unprivileged("doctor_reports_what_exists_and_exits_1_on_an_error") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cdr");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "::/0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = state(&ns);
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun", "--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(state(&ns), before, "doctor changed something");
+    let v = json(&out);
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["findings", "paths"]);
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{v}");
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 2, "{v}");
+    for p in paths {
+        assert_eq!(p["marked"]["interface"], "lg-up", "{v}");
+        assert_eq!(p["unmarked"]["interface"], "lg-tun", "{v}");
+    }
+
+    // NetBird's rules, its table pointing into the same device: marked traffic loops.
+    ns.ip(&["route", "add", "default", "dev", "lg-tun", "table", "7120"])
+        .unwrap();
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", "0x1bd00", "lookup", "7120", "pref", "110",
+    ])
+    .unwrap();
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = json(&out);
+    println!("{v:#}");
+    let findings = v["findings"].as_array().unwrap();
+    let error = &findings[0];
+    assert_eq!(
+        (
+            &error["severity"],
+            &error["code"],
+            &error["rule_priority"],
+            &error["table"]
+        ),
+        (
+            &Value::from("error"),
+            &Value::from("marked_enters_tunnel"),
+            &Value::from(110),
+            &Value::from(7120)
+        ),
+        "{v}"
+    );
+    let codes: Vec<&str> = findings.iter().filter_map(|f| f["code"].as_str()).collect();
+    assert_eq!(codes, ["marked_enters_tunnel", "other_owner"], "{v}");
+    assert!(
+        findings[1]["message"].as_str().unwrap().contains("NetBird"),
+        "{v}"
+    );
+    // The text form says the same; doctor changed nothing.
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun"]);
+    assert_eq!(out.status.code(), Some(1));
+    println!("{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error   marked_enters_tunnel"),
+        "{}",
+        stdout(&out)
+    );
+    // `routes show` lists the other program's rule beside loopguard's.
+    let v = json(&loopguard(Some(&ns), &["routes", "show", "--json"]));
+    let others = v["other_rules"].as_array().unwrap();
+    assert!(
+        others
+            .iter()
+            .any(|r| r["priority"] == 110 && r["owner"] == "NetBird" && r["table"] == 7120),
+        "{v}"
+    );
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lg-nosuch"), "{}", stderr(&out));
+}
+
+#[test]
+fn apply_watch_restore_sysctls_puts_them_back_after_sigterm() {
+    if skip_unprivileged("apply_watch_restore_sysctls_puts_them_back_after_sigterm") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let ns = uplink_and_tunnel("cw");
+    for key in [
+        "net.ipv4.fwmark_reflect",
+        "net.ipv4.conf.all.src_valid_mark",
+    ] {
+        ns.sysctl(key, "0").unwrap();
+    }
+    let read = |key: &str| ns.exec("sysctl", &["-n", key]).unwrap().trim().to_owned();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), BIN])
+        .args([
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--watch",
+            "--restore-sysctls",
+            "--json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the watcher did not start within 10 s");
+        if rx
+            .recv_timeout(left)
+            .unwrap()
+            .contains("keeping the routes asserted")
+        {
+            break;
+        }
+    }
+    assert_eq!(read("net.ipv4.fwmark_reflect"), "1");
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    println!("{last}");
+    assert_eq!(last["stopped"], true, "{last}");
+    let keys: Vec<&str> = last["sysctls_restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"net.ipv4.fwmark_reflect"), "{last}");
+    assert_eq!(read("net.ipv4.fwmark_reflect"), "0");
+    assert_eq!(read("net.ipv4.conf.all.src_valid_mark"), "0");
+}

@@ -147,7 +147,7 @@ pub(crate) fn diagnose(inputs: &Inputs, config: &GuardConfig, protocol: u8) -> D
             .iter()
             .filter(foreign)
             .filter(|r| owner_of(r) == Some(*o))
-            .map(|r| format!("{}: {}", r.priority, r.selector()))
+            .map(|r| format!("{} {}: {}", r.family, r.priority, r.selector()))
             .collect();
         out.push(finding(
             Severity::Info,
@@ -180,8 +180,9 @@ pub(crate) fn diagnose(inputs: &Inputs, config: &GuardConfig, protocol: u8) -> D
                 )
             } else {
                 format!(
-                    "{} sets or compares mark bits {bits:#x}, inside loopguard's mask {:#x}: \
-                     a packet it marks no longer matches `fwmark {:#x}/{:#x}`",
+                    "{} sets or compares mark bits {bits:#x}, which overlap loopguard's mask \
+                     {:#x}: a mark it sets on a packet changes whether the packet matches \
+                     `fwmark {:#x}/{:#x}`",
                     o.name(),
                     config.mask(),
                     config.mark(),
@@ -228,12 +229,35 @@ pub(crate) fn diagnose(inputs: &Inputs, config: &GuardConfig, protocol: u8) -> D
     // loopguard's own rules: order, and routes behind them.
     let ours = |r: &ObservedRule| plan::is_our_rule(r, config, protocol);
     for family in [Family::V4, Family::V6] {
-        let present = inputs.rules.iter().any(|r| r.family == family && ours(r));
+        let w = WantedRule::for_families(config, &[family]);
+        let exact: Vec<ObservedRule> = w.iter().map(|w| w.observed(protocol)).collect();
+        // One of this configuration's own rules is there (the other may have been deleted).
+        let present = inputs.rules.iter().any(|r| exact.contains(r));
+        if !inputs.rules.iter().any(|r| *r == exact[1]) {
+            // A tagged rule at our priorities or table that differs: another configuration.
+            if let Some(other) = inputs
+                .rules
+                .iter()
+                .find(|r| r.family == family && ours(r) && !exact.contains(r))
+            {
+                out.push(finding(
+                    Severity::Warning,
+                    "other_configuration",
+                    format!(
+                        "{family}: loopguard's {} is not one of this configuration's ({config}): \
+                         give doctor the --mark, --mask, --table and --priority routes apply used",
+                        rule_text(other)
+                    ),
+                    Some(other.priority),
+                    Some(other.table),
+                ));
+                continue;
+            }
+        }
         let our_routes = inputs.routes.iter().any(|r| {
             Family::of(&r.prefix) == family && r.table == config.table() && r.protocol == protocol
         });
         if present {
-            let w = WantedRule::for_families(config, &[family]);
             if let Some(p) = plan::order_problem(&inputs.rules, &w, protocol) {
                 out.push(finding(
                     Severity::Error,
@@ -493,6 +517,28 @@ mod tests {
             TAG,
         );
         assert_eq!(codes(&r), ["routes_without_rules", "routes_without_rules"]);
+    }
+
+    #[test]
+    fn rules_of_another_configuration_are_named_not_called_broken() {
+        let installed = GuardConfig::default();
+        let asked = GuardConfig::with_mark(0x80000).unwrap();
+        let inputs = Inputs {
+            rules: with_ours(
+                sorted(vec![kernel(Family::V4), kernel(Family::V6)]),
+                &installed,
+            ),
+            routes: our_routes(&installed),
+            ..Default::default()
+        };
+        let r = diagnose(&inputs, &asked, TAG);
+        assert_eq!(
+            codes(&r),
+            ["other_configuration", "other_configuration"],
+            "{:?}",
+            r.findings
+        );
+        assert!(diagnose(&inputs, &installed, TAG).findings.is_empty());
     }
 
     #[test]
