@@ -1184,6 +1184,39 @@ fn doctor_reports_what_exists_and_exits_1_on_an_error() {
             .any(|r| r["priority"] == 110 && r["owner"] == "NetBird" && r["table"] == 7120),
         "{v}"
     );
+    let text = stdout(&loopguard(Some(&ns), &["routes", "show"]));
+    assert!(
+        text.contains("110: inet not from all fwmark 0x1bd00/0xffffffff lookup 7120 (NetBird)"),
+        "{text}"
+    );
+    // apply checks its own work the same way: exit 1, naming the rule and the table.
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "::/0",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    println!("{err}");
+    assert!(
+        err.contains("enters the tunnel lg-tun")
+            && err.contains("110: not from all fwmark 0x1bd00")
+            && err.contains("table 7120"),
+        "{err}"
+    );
     let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-nosuch"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("lg-nosuch"), "{}", stderr(&out));
