@@ -229,7 +229,16 @@ impl TunnelRoutes {
     /// Idempotent. Input is checked before anything changes: an unknown device is
     /// [`RoutesError::NoSuchDevice`], a device that is not up [`RoutesError::DeviceDown`], an
     /// empty list [`RoutesError::NoPrefixes`], a route of somebody else where one of ours
-    /// must go [`RoutesError::ForeignRoute`].
+    /// must go [`RoutesError::ForeignRoute`], a priority whose rules would come after an
+    /// unconditional `lookup main` [`RoutesError::PriorityCannotWork`].
+    ///
+    /// After installing it checks its work: the kernel's rule order
+    /// ([`RoutesError::RuleOrderBroken`]), then, per family, where a marked and an unmarked
+    /// packet to an address inside the prefixes go (`RTM_GETROUTE`, in
+    /// [`ApplyReport::paths`]). A marked packet entering `dev` is
+    /// [`RoutesError::MarkedEntersTunnel`], naming the rule and table that captured it;
+    /// traffic leaving by another program's table is a warning in
+    /// [`ApplyReport::findings`].
     pub async fn apply(&self, dev: &str, prefixes: &[IpNet]) -> Result<ApplyReport, RoutesError> {
         let prefixes = plan::validate_prefixes(prefixes)?;
         let families = plan::families(&prefixes);
