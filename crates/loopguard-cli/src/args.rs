@@ -25,10 +25,12 @@ pub fn parse_u32(text: &str) -> Result<u32, String> {
 /// default (see `GuardConfig`).
 #[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardArgs {
-    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x3047]
+    /// Socket mark of guarded sockets, decimal or 0x-hex; without --mask the whole mark is
+    /// compared (mask 0xffffffff, as `ip rule fwmark` and wg-quick do) [default: 0x3047]
     #[arg(long, value_name = "MARK", value_parser = parse_u32)]
     pub mark: Option<u32>,
-    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0x30ff]
+    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0x30ff for the
+    /// default mark, 0xffffffff with --mark]
     #[arg(long, value_name = "MASK", value_parser = parse_u32)]
     pub mask: Option<u32>,
     /// Routing table that holds the tunnel's routes [default: 19527 (0x4c47)]
@@ -39,12 +41,17 @@ pub struct GuardArgs {
     pub priority: Option<u32>,
 }
 
-/// Only the mark, for commands that make guarded sockets but install nothing.
+/// Only the mark and its mask, for commands that make guarded sockets but install nothing.
 #[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MarkArg {
-    /// Socket mark of guarded sockets, decimal or 0x-hex [default: 0x3047]
+    /// Socket mark of guarded sockets, decimal or 0x-hex; without --mask the whole mark is
+    /// compared (mask 0xffffffff, as `ip rule fwmark` and wg-quick do) [default: 0x3047]
     #[arg(long, value_name = "MARK", value_parser = parse_u32)]
     pub mark: Option<u32>,
+    /// Bits of the mark the policy rule compares, decimal or 0x-hex [default: 0x30ff for the
+    /// default mark, 0xffffffff with --mark]
+    #[arg(long, value_name = "MASK", value_parser = parse_u32)]
+    pub mask: Option<u32>,
 }
 
 #[cfg(target_os = "linux")]
@@ -55,13 +62,13 @@ mod linux {
     impl GuardArgs {
         /// The checked configuration, or an error saying which value cannot work.
         pub fn config(&self) -> anyhow::Result<GuardConfig> {
-            GuardConfig::new(
-                self.mark.unwrap_or(GuardConfig::DEFAULT_MARK),
-                self.mask.unwrap_or(GuardConfig::DEFAULT_MASK),
-                self.table.unwrap_or(GuardConfig::DEFAULT_TABLE),
-                self.priority.unwrap_or(GuardConfig::DEFAULT_PRIORITY),
-            )
-            .map_err(|e| anyhow::Error::new(crate::UsageError(format!("bad guard setting: {e}"))))
+            // A mark given without a mask is compared whole (the builder's rule).
+            GuardConfig::builder()
+                .set(self.mark, self.mask, self.table, self.priority)
+                .build()
+                .map_err(|e| {
+                    anyhow::Error::new(crate::UsageError(format!("bad guard setting: {e}")))
+                })
         }
     }
 
@@ -70,6 +77,7 @@ mod linux {
         pub fn config(&self) -> anyhow::Result<GuardConfig> {
             GuardArgs {
                 mark: self.mark,
+                mask: self.mask,
                 ..GuardArgs::default()
             }
             .config()
@@ -145,8 +153,42 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
+    fn an_explicit_mark_without_a_mask_is_compared_whole() {
+        for mark in [0xca6c, 0xfd00_2021] {
+            let c = MarkArg {
+                mark: Some(mark),
+                mask: None,
+            }
+            .config()
+            .unwrap();
+            assert_eq!((c.mark(), c.mask()), (mark, u32::MAX));
+            let c = GuardArgs {
+                mark: Some(mark),
+                table: Some(51_820),
+                ..GuardArgs::default()
+            }
+            .config()
+            .unwrap();
+            assert_eq!((c.mark(), c.mask(), c.table()), (mark, u32::MAX, 51_820));
+        }
+        let c = MarkArg {
+            mark: Some(0x100),
+            mask: Some(0xf00),
+        }
+        .config()
+        .unwrap();
+        assert_eq!((c.mark(), c.mask()), (0x100, 0xf00));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
     fn mark_zero_is_a_usage_error_naming_the_mark() {
-        let e = MarkArg { mark: Some(0) }.config().unwrap_err();
+        let e = MarkArg {
+            mark: Some(0),
+            mask: None,
+        }
+        .config()
+        .unwrap_err();
         assert!(e.downcast_ref::<crate::UsageError>().is_some());
         assert!(e.to_string().contains("mark 0"), "{e}");
     }

@@ -1,6 +1,6 @@
 //! `loopguard`: the command-line face of the loopguard library.
 //!
-//! One module per command: `demo`, [`probe`], [`route`], [`routes`], [`watch`]; shared
+//! One module per command: `demo`, [`doctor`], [`probe`], [`route`], [`routes`], [`watch`]; shared
 //! argument parsing lives in [`args`]. Every command returns whether it succeeded; errors caused by the
 //! arguments ([`UsageError`]) exit with status 2, everything else that fails with status 1.
 
@@ -11,6 +11,7 @@ mod args;
 mod bench;
 #[cfg(target_os = "linux")]
 mod demo;
+mod doctor;
 mod explain;
 mod probe;
 mod route;
@@ -44,6 +45,10 @@ enum Command {
     /// Install, show or remove a tunnel's routes and the policy rules that keep guarded
     /// sockets out of it (Linux, root)
     Routes(routes::RoutesArgs),
+    /// Check this machine's policy routing as it concerns guarded sockets: other programs'
+    /// rules, captures, collisions, rule order, rp_filter, and where marked and unmarked
+    /// packets go; exit 1 when a finding is an error (Linux)
+    Doctor(doctor::DoctorArgs),
     /// Print one line per debounced network change (links, addresses, routes, rules) until
     /// SIGINT or SIGTERM (Linux)
     Watch(watch::WatchArgs),
@@ -110,6 +115,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Probe(a) => probe::run(a).await,
         Command::Route(a) => route::run(a).await,
         Command::Routes(a) => routes::run(a).await,
+        Command::Doctor(a) => doctor::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Bench(a) => bench::run(a).await,
     }

@@ -93,6 +93,17 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
 #[cfg(target_os = "linux")]
 async fn get(args: GetArgs) -> anyhow::Result<bool> {
     let config = args.mark.config()?;
+    if let Some(tunnel) = &args.tunnel {
+        // "Does not enter it" would be a false all-clear for a device that does not exist.
+        match loopguard::os::linux::interface_index(tunnel).await {
+            Ok(_) => {}
+            Err(
+                e @ (loopguard::os::linux::RoutesError::NoSuchDevice(_)
+                | loopguard::os::linux::RoutesError::BadDeviceName(_)),
+            ) => return Err(crate::UsageError(format!("--tunnel: {e}")).into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
     // The library's errors name the destination (and, for kernel errors, the lookup made).
     let route = loopguard::os::linux::route_get(args.destination, Some(config.mark())).await?;
     let enters_tunnel = args

@@ -21,10 +21,13 @@ pub enum RoutesCommand {
     /// and what strict rp_filter needs; removes loopguard's stale rules and routes first.
     /// Idempotent
     Apply(ApplyArgs),
-    /// Show the rules, routes and nftables table loopguard installed for this configuration
+    /// Show the rules, routes and nftables table loopguard installed for this configuration,
+    /// and the other programs' rules beside them
     Show(ShowArgs),
-    /// Remove the rules, routes and nftables table loopguard installed for this
-    /// configuration, and nothing else
+    /// Remove what loopguard installed, and nothing else: without --mark, --mask, --table or
+    /// --priority, everything it tagged (every rule, every route in any table, every nftables
+    /// table inet loopguard_*), whatever configuration installed it; with any of them,
+    /// exactly that configuration
     Remove(ShowArgs),
 }
 
@@ -47,6 +50,10 @@ pub struct ApplyArgs {
     /// until SIGINT or SIGTERM, then remove them
     #[arg(long)]
     pub watch: bool,
+    /// With --watch: after removing, put back the sysctls apply changed (unless another
+    /// program changed them since). Off by default: other programs may rely on them
+    #[arg(long, requires = "watch")]
+    pub restore_sysctls: bool,
 }
 
 /// Arguments of `loopguard routes show` and `loopguard routes remove`.
@@ -99,8 +106,14 @@ pub async fn run(_args: RoutesArgs) -> anyhow::Result<bool> {
 }
 
 #[cfg(target_os = "linux")]
+pub(crate) use linux::{end_text, finding_json, path_json};
+
+#[cfg(target_os = "linux")]
 mod linux {
-    use loopguard::os::linux::{KeepOptions, RouteKeeper, RoutesError, RoutesState, TunnelRoutes};
+    use loopguard::os::linux::{
+        restore_sysctls, Finding, KeepOptions, PathCheck, PathEnd, RouteKeeper, RoutesError,
+        RoutesState, SysctlChange, TunnelRoutes,
+    };
     use loopguard::GuardConfig;
     use serde::Serialize;
     use serde_json::json;
@@ -124,6 +137,8 @@ mod linux {
             | RoutesError::BadDeviceName(_)
             | RoutesError::NoPrefixes
             | RoutesError::HostBitsSet { .. } => UsageError(format!("nothing changed: {e}")).into(),
+            // Its message already says nothing changed.
+            RoutesError::PriorityCannotWork(_) => UsageError(e.to_string()).into(),
             other => anyhow::Error::new(other),
         }
     }
@@ -166,6 +181,8 @@ mod linux {
             .iter()
             .map(|s| json!({ "key": s.key, "previous": s.previous, "value": s.value }))
             .collect();
+        let paths: Vec<_> = report.paths.iter().map(path_json).collect();
+        let findings: Vec<_> = report.findings.iter().map(finding_json).collect();
         let value = json!({
             "config": config_json(&config),
             "device": args.dev,
@@ -176,6 +193,8 @@ mod linux {
             "routes_removed": report.routes_removed,
             "sysctls": sysctls,
             "conntrack_table": report.conntrack_table,
+            "paths": paths,
+            "findings": findings,
         });
         print(args.json, &value, || {
             let mut t = format!(
@@ -191,10 +210,24 @@ mod linux {
             for s in &report.sysctls {
                 t += &format!("\n  sysctl {} = {} (was {})", s.key, s.value, s.previous);
             }
+            for p in &report.paths {
+                t += &format!(
+                    "\n  checked {}: marked -> {}, unmarked -> {}",
+                    p.destination,
+                    end_text(&p.marked),
+                    end_text(&p.unmarked)
+                );
+            }
+            for f in &report.findings {
+                t += &format!("\n  {}: {} ({})", f.severity, f.message, f.code);
+            }
             t
         })?;
         match keeper {
-            Some((keeper, signal)) => keep_until_signal(args.json, &config, keeper, signal).await,
+            Some((keeper, signal)) => {
+                let restore = args.restore_sysctls.then_some(&report.sysctls[..]);
+                keep_until_signal(args.json, &config, keeper, signal, restore).await
+            }
             None => Ok(true),
         }
     }
@@ -206,25 +239,78 @@ mod linux {
         config: &GuardConfig,
         keeper: RouteKeeper,
         signal: impl std::future::Future<Output = ()>,
+        restore: Option<&[SysctlChange]>,
     ) -> anyhow::Result<bool> {
         eprintln!("keeping the routes asserted until SIGINT or SIGTERM");
         signal.await;
         let restores = keeper.restores();
         let report = keeper.stop().await.map_err(classify)?;
+        let restored = match restore {
+            Some(changes) => restore_sysctls(changes).map_err(classify)?,
+            None => Vec::new(),
+        };
+        let restored_json: Vec<_> = restored
+            .iter()
+            .map(|s| json!({ "key": s.key, "previous": s.previous, "value": s.value }))
+            .collect();
         let value = json!({
             "stopped": true,
             "restores": restores,
             "rules_removed": report.rules_removed,
             "routes_removed": report.routes_removed,
             "conntrack_table_removed": report.conntrack_table_removed,
+            "sysctls_restored": restored_json,
         });
         print(json, &value, || {
-            format!(
+            let mut t = format!(
                 "stopped after {restores} restore(s); removed {} rule(s), {} route(s) ({config})",
                 report.rules_removed, report.routes_removed
-            )
+            );
+            for s in &restored {
+                t += &format!(
+                    "\n  sysctl {} = {} (restored, was {})",
+                    s.key, s.value, s.previous
+                );
+            }
+            t
         })?;
         Ok(true)
+    }
+
+    /// One path end as `dev X table T` or the reason there is none.
+    pub(crate) fn end_text(e: &PathEnd) -> String {
+        match (&e.error, &e.interface, e.table) {
+            (Some(err), _, _) => format!("no route ({err})"),
+            (None, i, t) => format!(
+                "dev {} table {}",
+                i.as_deref().unwrap_or("?"),
+                t.map_or("?".into(), |t| t.to_string())
+            ),
+        }
+    }
+
+    pub(crate) fn end_json(e: &PathEnd) -> serde_json::Value {
+        json!({ "interface": e.interface, "table": e.table, "error": e.error })
+    }
+
+    pub(crate) fn path_json(p: &PathCheck) -> serde_json::Value {
+        json!({
+            "family": p.family.to_string(),
+            "destination": p.destination.to_string(),
+            "mark": p.mark,
+            "marked": end_json(&p.marked),
+            "unmarked": end_json(&p.unmarked),
+        })
+    }
+
+    pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
+        json!({
+            "severity": f.severity.to_string(),
+            "code": f.code,
+            "message": f.message,
+            "rule_priority": f.rule_priority,
+            "table": f.table,
+        })
     }
 
     fn state_json(config: &GuardConfig, state: &RoutesState) -> serde_json::Value {
@@ -249,6 +335,20 @@ mod linux {
                     "device": r.device,
                     "device_index": r.device_index,
                     "table": r.table,
+                    "terminal": r.terminal,
+                })
+            })
+            .collect();
+        let other_rules: Vec<_> = state
+            .other_rules
+            .iter()
+            .map(|r| {
+                json!({
+                    "priority": r.priority,
+                    "family": r.family.to_string(),
+                    "selector": r.selector,
+                    "table": r.table,
+                    "owner": r.owner.map(|o| o.name()),
                 })
             })
             .collect();
@@ -257,12 +357,24 @@ mod linux {
             "rules": rules,
             "routes": routes,
             "conntrack_table": state.conntrack_table,
+            "other_rules": other_rules,
         })
     }
 
     fn state_text(config: &GuardConfig, state: &RoutesState) -> String {
+        let mut others = String::new();
+        if !state.other_rules.is_empty() {
+            others += "\nother programs' rules:";
+        }
+        for r in &state.other_rules {
+            let owner = r
+                .owner
+                .map(|o| format!(" ({})", o.name()))
+                .unwrap_or_default();
+            others += &format!("\n    {}: {} {}{owner}", r.priority, r.family, r.selector);
+        }
         if state.rules.is_empty() && state.routes.is_empty() && state.conntrack_table.is_none() {
-            return format!("nothing installed by loopguard for {config}");
+            return format!("nothing installed by loopguard for {config}{others}");
         }
         let mut t = format!("installed by loopguard for {config}:\n  rules:");
         if state.rules.is_empty() {
@@ -276,6 +388,13 @@ mod linux {
             t += " none";
         }
         for r in &state.routes {
+            if r.terminal {
+                t += &format!(
+                    "\n    unreachable {} table {} (last resort, metric 4294967295)",
+                    r.prefix, r.table
+                );
+                continue;
+            }
             let dev = match (&r.device, r.device_index) {
                 (Some(name), _) => name.clone(),
                 (None, Some(i)) => format!("index {i} (gone)"),
@@ -291,7 +410,7 @@ mod linux {
                 .map(|n| format!("inet {n}"))
                 .unwrap_or_else(|| "none".into())
         );
-        t
+        t + &others
     }
 
     pub(super) async fn show(args: ShowArgs) -> anyhow::Result<bool> {
@@ -304,24 +423,41 @@ mod linux {
     }
 
     pub(super) async fn remove(args: ShowArgs) -> anyhow::Result<bool> {
+        // Without options: everything loopguard tagged, whatever configuration it was.
+        let everything = args.guard == crate::args::GuardArgs::default();
         let config = args.guard.config()?;
-        let report = TunnelRoutes::new(config).remove().await.map_err(classify)?;
+        let routes = TunnelRoutes::new(config);
+        let report = if everything {
+            routes.remove_all().await
+        } else {
+            routes.remove().await
+        }
+        .map_err(classify)?;
         let value = json!({
-            "config": config_json(&config),
+            "config": (!everything).then(|| config_json(&config)),
+            "everything": everything,
             "rules_removed": report.rules_removed,
             "routes_removed": report.routes_removed,
             "conntrack_table_removed": report.conntrack_table_removed,
+            "conntrack_tables": report.conntrack_tables,
         });
         print(args.json, &value, || {
+            let tables = if report.conntrack_tables.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and nftables table(s) inet {}",
+                    report.conntrack_tables.join(", inet ")
+                )
+            };
+            let scope = if everything {
+                "everything loopguard installed".to_owned()
+            } else {
+                config.to_string()
+            };
             format!(
-                "removed {} rule(s), {} route(s){} ({config})",
-                report.rules_removed,
-                report.routes_removed,
-                if report.conntrack_table_removed {
-                    " and the nftables table"
-                } else {
-                    ""
-                }
+                "removed {} rule(s), {} route(s){tables} ({scope})",
+                report.rules_removed, report.routes_removed,
             )
         })?;
         Ok(true)

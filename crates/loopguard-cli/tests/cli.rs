@@ -87,6 +87,7 @@ fn help_works_for_every_command() {
         &["route", "explain"],
         &["watch"],
         &["bench"],
+        &["doctor"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
@@ -135,6 +136,22 @@ fn bad_arguments_name_the_bad_value_without_privileges() {
         (&["route", "get", "192.0.2.300"], "192.0.2.300"),
         (&["route", "get", "192.0.2.1", "--mark", "0"], "mark 0"),
         (&["routes", "apply", "--dev", "lo"], "--route"),
+        (
+            &[
+                "routes",
+                "apply",
+                "--dev",
+                "lo",
+                "--route",
+                "192.0.2.0/24",
+                "--restore-sysctls",
+            ],
+            "--watch",
+        ),
+        (&["routes", "remove", "--mask", "0x0"], "mask 0"),
+        (&["doctor", "--mark", "0"], "mark 0"),
+        (&["doctor", "--priority", "32765"], "priority 32765"),
+        (&["route", "get", "192.0.2.1", "--mask", "zz"], "zz"),
     ];
     for (args, needle) in cases {
         let out = loopguard(None, args);
@@ -709,9 +726,10 @@ fn routes_apply_show_remove_round_trip() {
     let out = loopguard(Some(&ns), &apply);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
+    // A device route and a last-resort `unreachable` route per prefix.
     assert_eq!(
         (v["rules_added"].as_u64(), v["routes_added"].as_u64()),
-        (Some(4), Some(2)),
+        (Some(4), Some(4)),
         "{v}"
     );
     assert_eq!(v["config"]["table"], 1000);
@@ -753,7 +771,12 @@ fn routes_apply_show_remove_round_trip() {
     let v = json(&out);
     assert_eq!(v["rules"].as_array().map(Vec::len), Some(4), "{v}");
     let routes = v["routes"].as_array().unwrap();
-    assert_eq!(routes.len(), 2, "{v}");
+    assert_eq!(routes.len(), 4, "{v}");
+    assert_eq!(
+        routes.iter().filter(|r| r["terminal"] == true).count(),
+        2,
+        "{v}"
+    );
     assert!(
         routes
             .iter()
@@ -793,7 +816,7 @@ fn routes_apply_show_remove_round_trip() {
     let v = json(&out);
     assert_eq!(
         (v["rules_removed"].as_u64(), v["routes_removed"].as_u64()),
-        (Some(4), Some(2)),
+        (Some(4), Some(4)),
         "{v}"
     );
     assert_eq!(v["conntrack_table_removed"], true, "{v}");
@@ -808,4 +831,489 @@ fn routes_apply_show_remove_round_trip() {
         "{}",
         stdout(&out)
     );
+}
+
+/// A namespace with an uplink (192.0.2.1/24 and 2001:db8:1::1/64 on `lg-up`, default routes
+/// through it) and an up tunnel device `lg-tun`.
+fn uplink_and_tunnel(tag: &str) -> Netns {
+    let ns = ns(tag);
+    link(&ns, "lg-up");
+    link(&ns, "lg-tun");
+    for step in [
+        &["addr", "add", "192.0.2.1/24", "dev", "lg-up"][..],
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "lg-up",
+            "nodad",
+        ],
+        &["route", "add", "default", "via", "192.0.2.254"],
+        &["-6", "route", "add", "default", "via", "2001:db8:1::fe"],
+    ] {
+        ns.ip(step).unwrap();
+    }
+    ns
+}
+
+#[test]
+fn an_explicit_mark_without_a_mask_works_on_every_command() {
+    if skip_unprivileged("an_explicit_mark_without_a_mask_works_on_every_command") {
+        return;
+    }
+    // wg-quick's own fwmark: compared whole, as `ip rule fwmark 0xca6c` does.
+    let g = guarded_pair();
+    g.client.ip(&["rule", "del", "pref", "100"]).unwrap();
+    g.client
+        .ip(&[
+            "rule", "add", "not", "fwmark", "0xca6c", "lookup", "100", "pref", "90",
+        ])
+        .unwrap();
+    let (echo, _) = udp_echo(&g.server, "192.0.2.2:0");
+    let dst = echo.to_string();
+    for mark in ["0xca6c", "0xfd002021"] {
+        let out = loopguard(
+            Some(&g.client),
+            &[
+                "probe", "udp", &dst, "--count", "2", "--mark", mark, "--json",
+            ],
+        );
+        // Only 0xca6c passes `not fwmark 0xca6c`; 0xfd002021 goes to the unreachable table.
+        if mark == "0xca6c" {
+            assert!(
+                out.status.success(),
+                "{mark}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            assert_eq!(json(&out)["received"], 2, "{mark}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{mark}: {}", stderr(&out));
+            assert!(!stderr(&out).contains("outside mask"), "{}", stderr(&out));
+        }
+        let out = loopguard(
+            Some(&g.client),
+            &["route", "get", "192.0.2.2", "--mark", mark, "--json"],
+        );
+        if mark == "0xca6c" {
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(json(&out)["interface"], "lg-c", "{}", stdout(&out));
+        } else {
+            assert!(!stderr(&out).contains("outside mask"), "{}", stderr(&out));
+        }
+    }
+    // --mask is accepted where --mark is.
+    let out = loopguard(
+        Some(&g.client),
+        &[
+            "probe", "udp", &dst, "--mark", "0xca6c", "--mask", "0xffff", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loopguard(
+        Some(&g.client),
+        &[
+            "route",
+            "get",
+            "192.0.2.2",
+            "--mark",
+            "0xca6c",
+            "--mask",
+            "0xffff",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ns = uplink_and_tunnel("cx");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--mark",
+            "0xca6c",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["config"]["mark"].as_u64(), v["config"]["mask"].as_u64()),
+        (Some(0xca6c), Some(0xffff_ffff)),
+        "{v}"
+    );
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    println!("{rules}");
+    assert!(
+        rules.contains("32001:\tnot from all fwmark 0xca6c lookup 19527 proto 76"),
+        "{rules}"
+    );
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 1, "{v}");
+    assert_eq!(paths[0]["marked"]["interface"], "lg-up", "{v}");
+    assert_eq!(paths[0]["unmarked"]["interface"], "lg-tun", "{v}");
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn impossible_priorities_are_refused_and_change_nothing() {
+    if skip_unprivileged("impossible_priorities_are_refused_and_change_nothing") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cp");
+    let before = state(&ns);
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["routes", "apply", "--dev", "lg-tun", "--route", "0.0.0.0/0"];
+        args.extend_from_slice(extra);
+        loopguard(Some(&ns), &args)
+    };
+    // 32765 would put the second rule at 32766, after the kernel's `lookup main`.
+    let out = apply(&["--priority", "32765"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("priority 32765"), "{}", stderr(&out));
+    assert_eq!(state(&ns), before);
+    // An unconditional `lookup main` moved before loopguard's priorities.
+    ns.ip(&["rule", "add", "lookup", "main", "pref", "100"])
+        .unwrap();
+    let before = state(&ns);
+    let out = apply(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    println!("{err}");
+    assert!(
+        err.contains("nothing changed") && err.contains("100: from all lookup main"),
+        "{err}"
+    );
+    assert_eq!(state(&ns), before);
+}
+
+#[test]
+fn routes_remove_without_options_removes_everything_loopguard_installed() {
+    if skip_unprivileged("routes_remove_without_options_removes_everything_loopguard_installed") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cr");
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "51820",
+        "pref",
+        "500",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "dev",
+        "lg-up",
+        "table",
+        "51820",
+    ])
+    .unwrap();
+    let before = state(&ns);
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--route",
+            "::/0",
+            "--mark",
+            "0xfd002021",
+            "--mask",
+            "0xffffffff",
+            "--table",
+            "51820",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loopguard(Some(&ns), &["routes", "remove", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    println!("{v}");
+    assert_eq!(
+        (v["rules_removed"].as_u64(), v["routes_removed"].as_u64()),
+        (Some(4), Some(4)),
+        "{v}"
+    );
+    assert_eq!(v["everything"], true, "{v}");
+    assert_eq!(v["conntrack_tables"][0], "loopguard_51820", "{v}");
+    assert_eq!(
+        state(&ns),
+        before,
+        "remove left something of loopguard's or took a foreign thing"
+    );
+    // Nothing left: a second remove removes nothing.
+    let v = json(&loopguard(Some(&ns), &["routes", "remove", "--json"]));
+    assert_eq!(
+        (
+            v["rules_removed"].as_u64(),
+            v["routes_removed"].as_u64(),
+            v["conntrack_table_removed"].as_bool()
+        ),
+        (Some(0), Some(0), Some(false)),
+        "{v}"
+    );
+}
+
+#[test]
+fn route_get_for_a_tunnel_that_does_not_exist_is_an_error() {
+    if skip_unprivileged("route_get_for_a_tunnel_that_does_not_exist_is_an_error") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cg");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.5",
+            "--tunnel",
+            "lg-nosuch",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("lg-nosuch"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "route",
+            "get",
+            "203.0.113.5",
+            "--tunnel",
+            "lg-tun",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["enters_tunnel"], false);
+}
+
+#[test]
+fn doctor_reports_what_exists_and_exits_1_on_an_error() {
+    if skip_unprivileged("doctor_reports_what_exists_and_exits_1_on_an_error") {
+        return;
+    }
+    let ns = uplink_and_tunnel("cdr");
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "::/0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = state(&ns);
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun", "--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(state(&ns), before, "doctor changed something");
+    let v = json(&out);
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["findings", "paths"]);
+    assert_eq!(v["findings"].as_array().map(Vec::len), Some(0), "{v}");
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 2, "{v}");
+    for p in paths {
+        assert_eq!(p["marked"]["interface"], "lg-up", "{v}");
+        assert_eq!(p["unmarked"]["interface"], "lg-tun", "{v}");
+    }
+
+    // NetBird's rules, its table pointing into the same device: marked traffic loops.
+    ns.ip(&["route", "add", "default", "dev", "lg-tun", "table", "7120"])
+        .unwrap();
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", "0x1bd00", "lookup", "7120", "pref", "110",
+    ])
+    .unwrap();
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = json(&out);
+    println!("{v:#}");
+    let findings = v["findings"].as_array().unwrap();
+    let error = &findings[0];
+    assert_eq!(
+        (
+            &error["severity"],
+            &error["code"],
+            &error["rule_priority"],
+            &error["table"]
+        ),
+        (
+            &Value::from("error"),
+            &Value::from("marked_enters_tunnel"),
+            &Value::from(110),
+            &Value::from(7120)
+        ),
+        "{v}"
+    );
+    let codes: Vec<&str> = findings.iter().filter_map(|f| f["code"].as_str()).collect();
+    assert_eq!(codes, ["marked_enters_tunnel", "other_owner"], "{v}");
+    assert!(
+        findings[1]["message"].as_str().unwrap().contains("NetBird"),
+        "{v}"
+    );
+    // The text form says the same; doctor changed nothing.
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-tun"]);
+    assert_eq!(out.status.code(), Some(1));
+    println!("{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error   marked_enters_tunnel"),
+        "{}",
+        stdout(&out)
+    );
+    // `routes show` lists the other program's rule beside loopguard's.
+    let v = json(&loopguard(Some(&ns), &["routes", "show", "--json"]));
+    let others = v["other_rules"].as_array().unwrap();
+    assert!(
+        others
+            .iter()
+            .any(|r| r["priority"] == 110 && r["owner"] == "NetBird" && r["table"] == 7120),
+        "{v}"
+    );
+    let text = stdout(&loopguard(Some(&ns), &["routes", "show"]));
+    assert!(
+        text.contains("110: inet not from all fwmark 0x1bd00/0xffffffff lookup 7120 (NetBird)"),
+        "{text}"
+    );
+    // apply checks its own work the same way: exit 1, naming the rule and the table.
+    let out = loopguard(
+        Some(&ns),
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "::/0",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    println!("{err}");
+    assert!(
+        err.contains("enters the tunnel lg-tun")
+            && err.contains("110: not from all fwmark 0x1bd00")
+            && err.contains("table 7120"),
+        "{err}"
+    );
+    let out = loopguard(Some(&ns), &["doctor", "--tunnel", "lg-nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lg-nosuch"), "{}", stderr(&out));
+}
+
+#[test]
+fn apply_watch_restore_sysctls_puts_them_back_after_sigterm() {
+    if skip_unprivileged("apply_watch_restore_sysctls_puts_them_back_after_sigterm") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let ns = uplink_and_tunnel("cw");
+    for key in [
+        "net.ipv4.fwmark_reflect",
+        "net.ipv4.conf.all.src_valid_mark",
+    ] {
+        ns.sysctl(key, "0").unwrap();
+    }
+    let read = |key: &str| ns.exec("sysctl", &["-n", key]).unwrap().trim().to_owned();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), BIN])
+        .args([
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun",
+            "--route",
+            "0.0.0.0/0",
+            "--watch",
+            "--restore-sysctls",
+            "--json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the watcher did not start within 10 s");
+        if rx
+            .recv_timeout(left)
+            .unwrap()
+            .contains("keeping the routes asserted")
+        {
+            break;
+        }
+    }
+    assert_eq!(read("net.ipv4.fwmark_reflect"), "1");
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    println!("{last}");
+    assert_eq!(last["stopped"], true, "{last}");
+    let keys: Vec<&str> = last["sysctls_restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"net.ipv4.fwmark_reflect"), "{last}");
+    assert_eq!(read("net.ipv4.fwmark_reflect"), "0");
+    assert_eq!(read("net.ipv4.conf.all.src_valid_mark"), "0");
 }

@@ -108,8 +108,18 @@ fn apply_installs_rules_routes_sysctls_and_conntrack_table() {
             })
         })
         .unwrap();
-    assert_eq!((report.rules_added, report.routes_added), (4, 4));
+    // Four device routes and a last-resort `unreachable` route for each.
+    assert_eq!((report.rules_added, report.routes_added), (4, 8));
     assert_eq!((report.rules_removed, report.routes_removed), (0, 0));
+    // apply checked its work: unmarked into the tunnel, marked out of the uplink.
+    assert_eq!(report.paths.len(), 2, "{:?}", report.paths);
+    for p in &report.paths {
+        assert_eq!(p.unmarked.interface.as_deref(), Some(TUN), "{p:?}");
+        assert_eq!(p.unmarked.table, Some(1000), "{p:?}");
+        assert_eq!(p.marked.interface.as_deref(), Some(UPLINK), "{p:?}");
+        assert_eq!(p.marked.table, Some(254), "{p:?}");
+    }
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
 
     for family in ["-4", "-6"] {
         let rules = ns.ip(&[family, "rule", "show"]).unwrap();
@@ -134,6 +144,17 @@ fn apply_installs_rules_routes_sysctls_and_conntrack_table() {
     let v6 = ns.ip(&["-6", "route", "show", "table", "1000"]).unwrap();
     assert!(v6.contains("default dev lg-tun0 proto 76"), "{v6}");
     assert!(v6.contains("2001:db8:99::/48 dev lg-tun0 proto 76"), "{v6}");
+    for (family, routes) in [("IPv4", &v4), ("IPv6", &v6)] {
+        let terminal: Vec<&str> = routes
+            .lines()
+            .filter(|l| l.starts_with("unreachable default"))
+            .collect();
+        assert_eq!(terminal.len(), 1, "{family}: {routes}");
+        assert!(
+            terminal[0].contains("proto 76") && terminal[0].contains("metric 4294967295"),
+            "{family}: {routes}"
+        );
+    }
 
     for key in [
         "net.ipv4.conf.all.src_valid_mark",
@@ -154,11 +175,12 @@ fn apply_installs_rules_routes_sysctls_and_conntrack_table() {
 
     // What `show` reports matches what `ip` sees.
     assert_eq!(state.rules.len(), 4);
-    assert_eq!(state.routes.len(), 4);
+    assert_eq!(state.routes.len(), 8);
+    assert_eq!(state.routes.iter().filter(|r| r.terminal).count(), 4);
     assert!(state
         .routes
         .iter()
-        .all(|r| r.device.as_deref() == Some(TUN) && r.table == 1000));
+        .all(|r| r.table == 1000 && (r.terminal || r.device.as_deref() == Some(TUN))));
     assert!(state
         .rules
         .iter()
@@ -198,7 +220,8 @@ fn apply_twice_is_idempotent() {
         ),
         (0, 0, 0, 0)
     );
-    assert_eq!(count_tagged(&first), 4 + 2, "{first}");
+    // 4 rules, a default route per family and a last-resort route per family.
+    assert_eq!(count_tagged(&first), 4 + 2 + 2, "{first}");
 }
 
 #[test]
@@ -256,13 +279,13 @@ fn foreign_rules_and_routes_survive_apply_and_remove() {
             "foreign `{line}` lost by apply:\n{applied}"
         );
     }
-    assert_eq!(count_tagged(&applied), 6, "{applied}");
+    assert_eq!(count_tagged(&applied), 8, "{applied}");
 
     let removed = ns
         .run(|| block_on(TunnelRoutes::new(config).remove()))
         .unwrap()
         .expect("remove");
-    assert_eq!((removed.rules_removed, removed.routes_removed), (4, 2));
+    assert_eq!((removed.rules_removed, removed.routes_removed), (4, 4));
     assert!(removed.conntrack_table_removed);
     assert_eq!(
         snapshot(&ns, config.table()),
@@ -338,13 +361,14 @@ fn apply_cleans_what_a_killed_run_left() {
         .unwrap()
         .expect("apply");
     assert_eq!((report.rules_removed, report.routes_removed), (2, 1));
-    assert_eq!((report.rules_added, report.routes_added), (2, 1));
+    // The default route and the last-resort `unreachable default`.
+    assert_eq!((report.rules_added, report.routes_added), (2, 2));
     let state = snapshot(&ns, config.table());
     assert!(!state.contains("lookup 777"), "{state}");
     assert!(!state.contains("203.0.113.0/24"), "{state}");
     let v6 = ns.ip(&["-6", "rule", "show"]).unwrap();
     assert_eq!(count_tagged(&v6), 0, "{v6}");
-    assert_eq!(count_tagged(&state), 3, "{state}");
+    assert_eq!(count_tagged(&state), 4, "{state}");
 }
 
 #[test]
@@ -685,4 +709,338 @@ fn marked_flows_pass_strict_rp_filter_and_kernel_replies_leave_by_the_uplink() {
             "the port-unreachable for {from} never came back by the uplink: {answers:?}"
         );
     }
+}
+
+#[test]
+fn remove_all_deletes_every_configuration_and_nothing_foreign() {
+    if loopguard_lab::skip_unprivileged(
+        "remove_all_deletes_every_configuration_and_nothing_foreign",
+    ) {
+        return;
+    }
+    let ns = client();
+    // A foreign rule and route, in a table loopguard also uses.
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "51820",
+        "priority",
+        "500",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "dev",
+        TUN,
+        "table",
+        "51820",
+    ])
+    .unwrap();
+    let foreign = snapshot(&ns, 51_820);
+    // Two configurations on two tunnels: the default one, and wg-quick-like numbers with an
+    // explicit mark. (On one tunnel, each one's marked traffic would enter it through the
+    // other's rule, and apply refuses that.)
+    for step in [
+        &["tuntap", "add", "dev", "lg-tun1", "mode", "tun"][..],
+        &["link", "set", "lg-tun1", "addrgenmode", "none"],
+        &["link", "set", "lg-tun1", "up"],
+    ] {
+        ns.ip(step).unwrap();
+    }
+    let explicit = GuardConfig::builder()
+        .mark(0xfd00_2021)
+        .table(51_820)
+        .priority(1000)
+        .build()
+        .unwrap();
+    let (default_config, removed) = ns
+        .run(|| {
+            block_on(async {
+                let d = GuardConfig::default();
+                TunnelRoutes::new(d)
+                    .apply(TUN, &nets(&["0.0.0.0/0"]))
+                    .await
+                    .expect("apply default");
+                TunnelRoutes::new(explicit)
+                    .apply("lg-tun1", &nets(&["0.0.0.0/0", "::/0"]))
+                    .await
+                    .expect("apply explicit");
+                // Any configuration's value removes everything tagged.
+                (
+                    d,
+                    TunnelRoutes::new(d).remove_all().await.expect("remove_all"),
+                )
+            })
+        })
+        .unwrap();
+    println!("remove_all: {removed:?}");
+    // 2 + 4 rules; 2 + 4 routes (a default and a last-resort route per family and config).
+    assert_eq!((removed.rules_removed, removed.routes_removed), (6, 6));
+    assert_eq!(
+        removed.conntrack_tables,
+        ["loopguard_19527", "loopguard_51820"]
+    );
+    assert_eq!(snapshot(&ns, 51_820), foreign);
+    assert_eq!(count_tagged(&snapshot(&ns, default_config.table())), 0);
+    let all = format!(
+        "{}{}",
+        ns.ip(&["-4", "route", "show", "table", "all"]).unwrap(),
+        ns.ip(&["-6", "route", "show", "table", "all"]).unwrap()
+    );
+    assert_eq!(count_tagged(&all), 0, "{all}");
+}
+
+#[test]
+fn a_priority_after_a_moved_main_rule_is_refused_before_anything_changes() {
+    if loopguard_lab::skip_unprivileged(
+        "a_priority_after_a_moved_main_rule_is_refused_before_anything_changes",
+    ) {
+        return;
+    }
+    let ns = client();
+    // VRF-style: an unconditional `lookup main` moved up to 1000.
+    ns.ip(&[
+        "rule", "add", "from", "all", "lookup", "main", "priority", "1000",
+    ])
+    .unwrap();
+    let config = GuardConfig::default();
+    ns.sysctl("net.ipv4.fwmark_reflect", "0").unwrap();
+    let before = snapshot(&ns, config.table());
+    let refused = ns
+        .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap();
+    assert_eq!(
+        snapshot(&ns, config.table()),
+        before,
+        "the refusal changed something"
+    );
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
+    let below = GuardConfig::builder().priority(900).build().unwrap();
+    let accepted = ns
+        .run(|| block_on(TunnelRoutes::new(below).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap();
+    match refused {
+        Err(e @ RoutesError::PriorityCannotWork(_)) => {
+            let m = e.to_string();
+            println!("{m}");
+            assert!(
+                m.contains("1000: from all lookup main") && m.contains("below 999"),
+                "{m}"
+            );
+        }
+        other => panic!("expected PriorityCannotWork, got {other:?}"),
+    }
+    let report = accepted.expect("priority 900 works");
+    assert_eq!(report.paths[0].unmarked.interface.as_deref(), Some(TUN));
+}
+
+#[test]
+fn a_foreign_rule_that_sends_marked_traffic_into_the_tunnel_fails_apply_naming_it() {
+    if loopguard_lab::skip_unprivileged(
+        "a_foreign_rule_that_sends_marked_traffic_into_the_tunnel_fails_apply_naming_it",
+    ) {
+        return;
+    }
+    let ns = client();
+    // NetBird's rule set, its table pointing at the same TUN loopguard is given.
+    ns.ip(&["route", "add", "default", "dev", TUN, "table", "7120"])
+        .unwrap();
+    ns.ip(&[
+        "rule", "add", "not", "fwmark", "0x1bd00", "lookup", "7120", "priority", "110",
+    ])
+    .unwrap();
+    let config = GuardConfig::default();
+    let err = ns
+        .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap()
+        .expect_err("marked traffic enters the tunnel");
+    let m = err.to_string();
+    println!("{m}");
+    assert!(matches!(err, RoutesError::MarkedEntersTunnel(_)), "{err:?}");
+    assert!(
+        m.contains("110: not from all fwmark 0x1bd00/0xffffffff lookup 7120")
+            && m.contains("table 7120")
+            && m.contains(TUN),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_foreign_table_taking_marked_traffic_elsewhere_is_a_warning_naming_the_rule() {
+    if loopguard_lab::skip_unprivileged(
+        "a_foreign_table_taking_marked_traffic_elsewhere_is_a_warning_naming_the_rule",
+    ) {
+        return;
+    }
+    let ns = client();
+    // Tailscale with an exit node: `5270: from all lookup 52`, table 52's default through
+    // its own device.
+    ns.ip(&["tuntap", "add", "dev", "lg-ts0", "mode", "tun"])
+        .unwrap();
+    ns.ip(&["link", "set", "lg-ts0", "up"]).unwrap();
+    ns.ip(&["route", "add", "default", "dev", "lg-ts0", "table", "52"])
+        .unwrap();
+    ns.ip(&[
+        "rule", "add", "from", "all", "lookup", "52", "priority", "5270",
+    ])
+    .unwrap();
+    let report = ns
+        .run(|| {
+            block_on(TunnelRoutes::new(GuardConfig::default()).apply(TUN, &nets(&["0.0.0.0/0"])))
+        })
+        .unwrap()
+        .expect("apply");
+    let codes: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.code, f.rule_priority, f.table))
+        .collect();
+    println!("{:#?}", report.findings);
+    assert_eq!(
+        codes,
+        [
+            ("captured_by_foreign_rule", Some(5270), Some(52)),
+            ("unmarked_misses_tunnel", Some(5270), Some(52)),
+        ]
+    );
+    assert!(report.findings[0].message.contains("lg-ts0"));
+}
+
+#[test]
+fn the_guard_removes_on_drop_on_any_thread_and_on_explicit_remove() {
+    if loopguard_lab::skip_unprivileged(
+        "the_guard_removes_on_drop_on_any_thread_and_on_explicit_remove",
+    ) {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let empty = snapshot(&ns, config.table());
+    let prefixes = nets(&["0.0.0.0/0", "::/0"]);
+
+    // Installed in the namespace, dropped on this test's thread (another namespace): the
+    // removal happens where the routes are.
+    let (report, guard) = ns
+        .run(|| block_on(TunnelRoutes::new(config).install(TUN, &prefixes)))
+        .unwrap()
+        .expect("install");
+    assert_eq!((report.rules_added, report.routes_added), (4, 4));
+    assert_eq!(count_tagged(&snapshot(&ns, config.table())), 8);
+    drop(guard);
+    assert_eq!(
+        snapshot(&ns, config.table()),
+        empty,
+        "drop removed everything"
+    );
+
+    // A panic while the guard is held unwinds through its destructor.
+    let panicked = ns
+        .run(|| {
+            std::panic::catch_unwind(|| {
+                block_on(async {
+                    let (_report, _guard) = TunnelRoutes::new(config)
+                        .install(TUN, &prefixes)
+                        .await
+                        .expect("install");
+                    panic!("the client's main loop failed");
+                })
+            })
+            .is_err()
+        })
+        .unwrap();
+    assert!(panicked);
+    assert_eq!(
+        snapshot(&ns, config.table()),
+        empty,
+        "unwinding removed everything"
+    );
+
+    // The explicit path reports what it removed.
+    let removed = ns
+        .run(|| {
+            block_on(async {
+                let (_, guard) = TunnelRoutes::new(config)
+                    .install(TUN, &prefixes)
+                    .await
+                    .expect("install");
+                guard.remove().await.expect("remove")
+            })
+        })
+        .unwrap();
+    assert_eq!((removed.rules_removed, removed.routes_removed), (4, 4));
+    assert_eq!(snapshot(&ns, config.table()), empty);
+}
+
+#[test]
+fn sysctls_are_put_back_only_when_asked_and_only_if_unchanged_since() {
+    if loopguard_lab::skip_unprivileged(
+        "sysctls_are_put_back_only_when_asked_and_only_if_unchanged_since",
+    ) {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let prefixes = nets(&["0.0.0.0/0"]);
+    for key in [
+        "net.ipv4.fwmark_reflect",
+        "net.ipv4.conf.all.src_valid_mark",
+    ] {
+        ns.sysctl(key, "0").unwrap();
+    }
+    // Asked: both go back to 0.
+    ns.run(|| {
+        block_on(async {
+            let (report, guard) = TunnelRoutes::new(config)
+                .install(TUN, &prefixes)
+                .await
+                .expect("install");
+            guard
+                .restore_sysctls_on_remove(&report.sysctls)
+                .remove()
+                .await
+                .expect("remove")
+        })
+    })
+    .unwrap();
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
+    assert_eq!(read_sysctl(&ns, "net.ipv4.conf.all.src_valid_mark"), "0");
+    // Not asked: they stay as apply set them.
+    ns.run(|| {
+        block_on(async {
+            let (_, guard) = TunnelRoutes::new(config)
+                .install(TUN, &prefixes)
+                .await
+                .expect("install");
+            guard.remove().await.expect("remove")
+        })
+    })
+    .unwrap();
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "1");
+    // Changed by another program since apply: its value stays (not written back).
+    for key in [
+        "net.ipv4.fwmark_reflect",
+        "net.ipv4.conf.all.src_valid_mark",
+    ] {
+        ns.sysctl(key, "0").unwrap();
+    }
+    let report = ns
+        .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &prefixes)))
+        .unwrap()
+        .expect("apply");
+    ns.sysctl("net.ipv4.conf.all.src_valid_mark", "0").unwrap();
+    let restored = ns
+        .run(|| loopguard::os::linux::restore_sysctls(&report.sysctls))
+        .unwrap()
+        .expect("restore");
+    // Only the one still at apply's value; src_valid_mark (now the other program's) is not
+    // in the list.
+    let keys: Vec<&str> = restored.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["net.ipv4.fwmark_reflect"]);
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
+    assert_eq!(read_sysctl(&ns, "net.ipv4.conf.all.src_valid_mark"), "0");
 }

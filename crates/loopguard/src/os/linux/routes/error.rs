@@ -85,6 +85,21 @@ pub enum RoutesError {
     /// A tag (protocol number) owned by the kernel or a well-known routing daemon.
     #[error("protocol {0} belongs to the kernel or a routing daemon; choose another tag")]
     ReservedProtocol(u8),
+    /// The rules would not capture unmarked traffic at these priorities (found before
+    /// anything changed), for example because an unconditional `lookup main` sits before
+    /// them.
+    #[error("nothing changed: the priority cannot work: {0}")]
+    PriorityCannotWork(String),
+    /// After installing, the kernel's rule order does not capture unmarked traffic (another
+    /// program added or moved a rule meanwhile). What was installed stays; `remove` deletes
+    /// it.
+    #[error("the installed rules are out of order: {0}")]
+    RuleOrderBroken(String),
+    /// After installing, the kernel sends a marked packet into the tunnel: guarded sockets
+    /// would loop. The message names the rule and table that captured it. What was installed
+    /// stays (unmarked traffic is still captured); `remove` deletes it.
+    #[error("{0}")]
+    MarkedEntersTunnel(String),
     /// A netlink call was made outside a tokio runtime.
     #[error("{0}: must be called from inside a tokio runtime")]
     NoRuntime(&'static str),

@@ -1,7 +1,10 @@
 //! [`TunnelRoutes`]: a tunnel's routes in their own table, the policy rules that send only
 //! unmarked traffic there, and what strict reverse-path filtering needs, all over netlink.
 
+mod check;
+mod doctor;
 mod error;
+mod guard;
 mod keeper;
 mod nft;
 mod plan;
@@ -13,10 +16,13 @@ use std::fmt;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 
+pub use check::{Finding, PathCheck, PathEnd, Severity};
+pub use doctor::{DoctorReport, Owner};
 pub use error::RoutesError;
+pub use guard::RoutesGuard;
 pub use keeper::{KeepOptions, RouteKeeper};
 pub use rtnl::{interface_index, interface_name};
-pub use sysctl::SysctlChange;
+pub use sysctl::{restore_sysctls, SysctlChange};
 
 use super::GuardConfig;
 use plan::{ObservedRoute, ObservedRule, WantedRule};
@@ -80,6 +86,9 @@ pub struct InstalledRoute {
     pub device_index: Option<u32>,
     /// The table holding the route.
     pub table: u32,
+    /// A last-resort `unreachable` route (no device, highest metric): what keeps unmarked
+    /// traffic for the tunnel out of `main` once the tunnel's device is gone.
+    pub terminal: bool,
 }
 
 /// Everything loopguard has installed for one configuration.
@@ -91,6 +100,24 @@ pub struct RoutesState {
     pub routes: Vec<InstalledRoute>,
     /// The nftables table holding the conntrack mark rules (`inet NAME`), if present.
     pub conntrack_table: Option<String>,
+    /// Other programs' rules, in the kernel's order (the kernel's own `local`, `main` and
+    /// `default` rules left out).
+    pub other_rules: Vec<OtherRule>,
+}
+
+/// A policy rule that is not loopguard's, as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherRule {
+    /// The rule's priority.
+    pub priority: u32,
+    /// Its address family.
+    pub family: Family,
+    /// Selector and action as `ip rule` prints them.
+    pub selector: String,
+    /// The table it looks up.
+    pub table: u32,
+    /// The program recognised by its numbers, if any.
+    pub owner: Option<Owner>,
 }
 
 /// What [`TunnelRoutes::apply`] changed.
@@ -108,6 +135,12 @@ pub struct ApplyReport {
     pub sysctls: Vec<SysctlChange>,
     /// The nftables table holding the conntrack mark rules (family `inet`).
     pub conntrack_table: String,
+    /// Where the kernel sends a marked and an unmarked packet, per family, checked after
+    /// installing (`RTM_GETROUTE` with and without the mark).
+    pub paths: Vec<PathCheck>,
+    /// What the check found that is not an error (errors fail `apply`): marked traffic
+    /// leaving by another program's table, unmarked traffic not entering the tunnel.
+    pub findings: Vec<Finding>,
 }
 
 /// What [`TunnelRoutes::remove`] deleted.
@@ -117,14 +150,26 @@ pub struct RemoveReport {
     pub rules_removed: usize,
     /// Routes deleted.
     pub routes_removed: usize,
-    /// Whether the nftables table existed and was deleted.
+    /// Whether the nftables table existed and was deleted (for [`TunnelRoutes::remove_all`]:
+    /// whether any was).
     pub conntrack_table_removed: bool,
+    /// The nftables tables (family `inet`) deleted.
+    pub conntrack_tables: Vec<String>,
 }
 
 /// A tunnel's routes in table `config.table()`, reached through the rules
 /// `priority: lookup main suppress_prefixlength 0` and
 /// `priority + 1: not fwmark MARK/MASK lookup TABLE`, for each address family that has
 /// prefixes.
+///
+/// The table also holds, per prefix, a last-resort `unreachable` route with the highest
+/// metric (4294967295) and no device (`unreachable default` for `0.0.0.0/0` and `::/0`).
+/// The kernel deletes every route through a device with the device, so when a client's
+/// non-persistent TUN disappears with its process (a crash, SIGKILL) the table would
+/// otherwise be empty and `not fwmark ... lookup TABLE` would fall through to `main`:
+/// unmarked traffic for the tunnel would leave in the clear. With the last-resort routes it
+/// is refused (`ENETUNREACH`) for as long as the rules exist; destinations outside the
+/// prefixes (a split tunnel) still fall through to `main`.
 ///
 /// Everything it creates carries the tag [`LOOPGUARD_PROTOCOL`] (or the one given to
 /// [`with_protocol`](Self::with_protocol)), so [`remove`](Self::remove) and the clean-up at
@@ -184,7 +229,16 @@ impl TunnelRoutes {
     /// Idempotent. Input is checked before anything changes: an unknown device is
     /// [`RoutesError::NoSuchDevice`], a device that is not up [`RoutesError::DeviceDown`], an
     /// empty list [`RoutesError::NoPrefixes`], a route of somebody else where one of ours
-    /// must go [`RoutesError::ForeignRoute`].
+    /// must go [`RoutesError::ForeignRoute`], a priority whose rules would come after an
+    /// unconditional `lookup main` [`RoutesError::PriorityCannotWork`].
+    ///
+    /// After installing it checks its work: the kernel's rule order
+    /// ([`RoutesError::RuleOrderBroken`]), then, per family, where a marked and an unmarked
+    /// packet to an address inside the prefixes go (`RTM_GETROUTE`, in
+    /// [`ApplyReport::paths`]). A marked packet entering `dev` is
+    /// [`RoutesError::MarkedEntersTunnel`], naming the rule and table that captured it;
+    /// traffic leaving by another program's table is a warning in
+    /// [`ApplyReport::findings`].
     pub async fn apply(&self, dev: &str, prefixes: &[IpNet]) -> Result<ApplyReport, RoutesError> {
         let prefixes = plan::validate_prefixes(prefixes)?;
         let families = plan::families(&prefixes);
@@ -210,6 +264,17 @@ impl TunnelRoutes {
         let routes = self.table_routes(&mut nl).await?;
         let observed: Vec<ObservedRoute> = routes.iter().map(|(o, _)| o.clone()).collect();
         let route_plan = plan::plan_routes(&observed, &prefixes, oif, table, self.protocol)?;
+        // Refuse priorities that cannot capture, in the order the kernel would have.
+        let all = self.all_rules(&mut nl).await?;
+        let stale: Vec<&ObservedRule> = rule_plan.delete.iter().map(|&i| &rules[i].0).collect();
+        let kept: Vec<ObservedRule> = all.iter().filter(|r| !stale.contains(r)).cloned().collect();
+        let future = plan::order_after_adding(&kept, &rule_plan.add, self.protocol);
+        for family in &families {
+            let w = WantedRule::for_families(&self.config, &[*family]);
+            if let Some(problem) = plan::order_problem(&future, &w, self.protocol) {
+                return Err(RoutesError::PriorityCannotWork(problem));
+            }
+        }
 
         let mut report = ApplyReport {
             conntrack_table: self.conntrack_table(),
@@ -242,6 +307,12 @@ impl TunnelRoutes {
                 .await?;
             report.routes_added += 1;
         }
+        for prefix in &route_plan.add_terminal {
+            let op = format!("adding last-resort route unreachable {prefix} table {table}");
+            nl.add_route(plan::terminal_message(prefix, table, self.protocol), &op)
+                .await?;
+            report.routes_added += 1;
+        }
         for i in rule_plan.delete {
             let (o, m) = &rules[i];
             let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
@@ -253,13 +324,127 @@ impl TunnelRoutes {
             nl.add_rule(w.message(self.protocol), &op).await?;
             report.rules_added += 1;
         }
+        // Check the work: the real rule order, then where packets really go.
+        let all = self.all_rules(&mut nl).await?;
+        for family in &families {
+            let w = WantedRule::for_families(&self.config, &[*family]);
+            if let Some(problem) = plan::order_problem(&all, &w, self.protocol) {
+                return Err(RoutesError::RuleOrderBroken(problem));
+            }
+        }
+        for family in &families {
+            let Some(dst) = check::probe_destination(&prefixes, *family) else {
+                continue;
+            };
+            let path = PathCheck {
+                family: *family,
+                destination: dst,
+                mark: self.config.mark(),
+                marked: path_end(&mut nl, dst, Some(self.config.mark())).await?,
+                unmarked: path_end(&mut nl, dst, None).await?,
+            };
+            let findings = check::judge(&path, dev, oif, table, &all);
+            if let Some(e) = findings.iter().find(|f| f.severity == Severity::Error) {
+                return Err(RoutesError::MarkedEntersTunnel(e.message.clone()));
+            }
+            report.findings.extend(findings);
+            report.paths.push(path);
+        }
         tracing::debug!(?report, "tunnel routes applied");
         Ok(report)
     }
 
+    /// A live check of this namespace's policy routing as it concerns sockets guarded with
+    /// this configuration: other programs' rules it recognises, rules that capture marked
+    /// traffic, loopguard's rule order and routes, strict `rp_filter` without
+    /// `src_valid_mark`, mark collisions, and where a marked and an unmarked packet go for
+    /// each family (judged against `tunnel` when given). Changes nothing.
+    pub async fn doctor(&self, tunnel: Option<&str>) -> Result<DoctorReport, RoutesError> {
+        let mut nl = Rtnl::connect()?;
+        let tunnel = match tunnel {
+            Some(name) => Some((name.to_owned(), nl.link(name).await?.0)),
+            None => None,
+        };
+        let mut inputs = doctor::Inputs {
+            rules: self.all_rules(&mut nl).await?,
+            tunnel,
+            ..Default::default()
+        };
+        for af in [AddressFamily::Inet, AddressFamily::Inet6] {
+            inputs.routes.extend(
+                nl.dump_routes(af)
+                    .await?
+                    .iter()
+                    .filter_map(ObservedRoute::from_message),
+            );
+        }
+        let all = sysctl::read("net.ipv4.conf.all.rp_filter")?
+            .parse()
+            .unwrap_or(0);
+        let mut interfaces = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = format!("net.ipv4.conf.{name}.rp_filter");
+                if let Ok(v) = sysctl::read(&key) {
+                    interfaces.push((name, v.parse().unwrap_or(0)));
+                }
+            }
+        }
+        interfaces.sort();
+        inputs.rp_filter = doctor::strict_interface(all, &interfaces);
+        inputs.src_valid_mark = sysctl::read("net.ipv4.conf.all.src_valid_mark")?
+            .parse()
+            .ok();
+        // Look up inside loopguard's own prefixes when it has some, else anywhere.
+        let mut prefixes: Vec<IpNet> = inputs
+            .routes
+            .iter()
+            .filter(|r| r.table == self.config.table() && r.protocol == self.protocol)
+            .map(|r| r.prefix)
+            .collect();
+        prefixes.sort_by_key(|p| p.prefix_len());
+        prefixes.extend([
+            "0.0.0.0/0".parse::<IpNet>().unwrap(),
+            "::/0".parse().unwrap(),
+        ]);
+        let mut families = vec![Family::V4];
+        if sysctl::ipv6_available() {
+            families.push(Family::V6);
+        }
+        for family in families {
+            let Some(dst) = check::probe_destination(&prefixes, family) else {
+                continue;
+            };
+            inputs.paths.push(PathCheck {
+                family,
+                destination: dst,
+                mark: self.config.mark(),
+                marked: path_end(&mut nl, dst, Some(self.config.mark())).await?,
+                unmarked: path_end(&mut nl, dst, None).await?,
+            });
+        }
+        Ok(doctor::diagnose(&inputs, &self.config, self.protocol))
+    }
+
+    /// Every rule of both families, in the order the kernel evaluates them.
+    async fn all_rules(&self, nl: &mut Rtnl) -> Result<Vec<ObservedRule>, RoutesError> {
+        let mut out = Vec::new();
+        for af in [AddressFamily::Inet, AddressFamily::Inet6] {
+            out.extend(
+                nl.dump_rules(af)
+                    .await?
+                    .iter()
+                    .filter_map(ObservedRule::from_message),
+            );
+        }
+        Ok(out)
+    }
+
     /// Deletes our rules, our routes in our table and the nftables table; nothing else.
     /// Nothing installed is not an error. Sysctls are left as they are: other programs may
-    /// rely on them, and the values from before `apply` are in its report.
+    /// rely on them; the values from before `apply` are in its report, and
+    /// [`restore_sysctls`] puts them back on request.
     pub async fn remove(&self) -> Result<RemoveReport, RoutesError> {
         let mut nl = Rtnl::connect()?;
         let mut report = RemoveReport::default();
@@ -280,6 +465,45 @@ impl TunnelRoutes {
         if nft::exists(&table).await? {
             nft::remove(&table).await?;
             report.conntrack_table_removed = true;
+            report.conntrack_tables.push(table);
+        }
+        Ok(report)
+    }
+
+    /// Deletes everything loopguard installed, whatever configuration installed it: every
+    /// rule and every route (in any table) carrying this tag, and every nftables table
+    /// `inet loopguard_*`. Nothing else. For a clean-up that does not know which mark, table
+    /// or priority was used; [`remove`](Self::remove) deletes one configuration only.
+    pub async fn remove_all(&self) -> Result<RemoveReport, RoutesError> {
+        let mut nl = Rtnl::connect()?;
+        let mut report = RemoveReport::default();
+        for af in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for m in nl.dump_rules(af).await? {
+                let Some(o) = ObservedRule::from_message(&m) else {
+                    continue;
+                };
+                if o.protocol == self.protocol {
+                    let op = format!("deleting {} rule priority {}", o.family, o.priority);
+                    nl.del_rule(m, &op).await?;
+                    report.rules_removed += 1;
+                }
+            }
+            // Rules first: while routes go, no rule points at a half-emptied table.
+            for m in nl.dump_routes(af).await? {
+                let Some(o) = ObservedRoute::from_message(&m) else {
+                    continue;
+                };
+                if o.protocol == self.protocol {
+                    let op = format!("deleting route {} table {}", o.prefix, o.table);
+                    nl.del_route(m, &op).await?;
+                    report.routes_removed += 1;
+                }
+            }
+        }
+        for table in nft::our_tables().await? {
+            nft::remove(&table).await?;
+            report.conntrack_table_removed = true;
+            report.conntrack_tables.push(table);
         }
         Ok(report)
     }
@@ -309,10 +533,23 @@ impl TunnelRoutes {
                 device,
                 device_index: o.oif,
                 table: o.table,
+                terminal: o.is_terminal(o.table, self.protocol),
             });
         }
         let table = self.conntrack_table();
         state.conntrack_table = nft::exists(&table).await?.then_some(table);
+        for o in self.all_rules(&mut nl).await? {
+            if plan::is_our_rule(&o, &self.config, self.protocol) || plan::is_kernel_default(&o) {
+                continue;
+            }
+            state.other_rules.push(OtherRule {
+                priority: o.priority,
+                family: o.family,
+                selector: o.selector(),
+                table: o.table,
+                owner: doctor::owner_of(&o),
+            });
+        }
         Ok(state)
     }
 
@@ -351,6 +588,30 @@ impl TunnelRoutes {
             }
         }
         Ok(out)
+    }
+}
+
+/// Where the kernel sends a packet to `dst` with `mark`; "no route" is an answer, other
+/// failures are errors.
+async fn path_end(
+    nl: &mut Rtnl,
+    dst: std::net::IpAddr,
+    mark: Option<u32>,
+) -> Result<PathEnd, RoutesError> {
+    match super::route_get::lookup(nl, dst, mark).await {
+        Ok(r) => Ok(PathEnd {
+            interface: r.interface,
+            interface_index: r.interface_index,
+            table: r.table,
+            error: None,
+        }),
+        Err(RoutesError::Unreachable { reason, .. }) => Ok(PathEnd {
+            interface: None,
+            interface_index: None,
+            table: None,
+            error: Some(reason),
+        }),
+        Err(e) => Err(e),
     }
 }
 

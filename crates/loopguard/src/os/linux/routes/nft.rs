@@ -76,13 +76,66 @@ const F_REQUEST: u16 = 1;
 const F_ACK: u16 = 4;
 const F_CREATE: u16 = 0x400;
 const F_APPEND: u16 = 0x800;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+const F_DUMP: u16 = 0x300;
 
 /// How long to wait for the kernel's answers.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What every nftables table loopguard creates is called, before the routing table's number.
+pub(crate) const TABLE_PREFIX: &str = "loopguard_";
+
 /// The name of the nftables table for a routing table.
 pub(crate) fn table_name(table: u32) -> String {
-    format!("loopguard_{table}")
+    format!("{TABLE_PREFIX}{table}")
+}
+
+/// The names of every `inet` nftables table whose name starts with [`TABLE_PREFIX`]: the
+/// tables loopguard created, for any routing table.
+pub(crate) async fn our_tables() -> Result<Vec<String>, RoutesError> {
+    let mut w = Writer::default();
+    w.message(
+        NFT_MSG_GETTABLE | (NFNL_SUBSYS_NFTABLES << 8),
+        F_REQUEST | F_DUMP,
+        1,
+        NFPROTO_INET,
+        0,
+        |_| {},
+    );
+    let mut names = Vec::new();
+    let op = "listing nftables tables".to_owned();
+    exchange_with(&w.buf, &[(1, op)], &mut |kind, body| {
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+            if let Some(name) = table_name_attribute(body) {
+                if name.starts_with(TABLE_PREFIX) {
+                    names.push(name);
+                }
+            }
+        }
+    })
+    .await?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// `NFTA_TABLE_NAME` of a table message body (after `struct nfgenmsg`).
+fn table_name_attribute(body: &[u8]) -> Option<String> {
+    let mut attrs = body.get(4..)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == NFTA_TABLE_NAME {
+            let value = &attrs[4..len];
+            let value = value.split(|b| *b == 0).next().unwrap_or(value);
+            return String::from_utf8(value.to_vec()).ok();
+        }
+        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+    }
+    None
 }
 
 /// Creates (or re-creates, atomically) the table with the save and restore rules.
@@ -374,6 +427,16 @@ impl Batch {
 /// Sends `request` and waits for one acknowledgement per entry of `ops` (sequence number,
 /// operation); the first error is returned with the operation it belongs to.
 async fn exchange(request: &[u8], ops: &[(u32, String)]) -> Result<(), RoutesError> {
+    exchange_with(request, ops, &mut |_, _| {}).await
+}
+
+/// [`exchange`], handing every data answer (type, body after the netlink header) to
+/// `on_data`; a dump's `NLMSG_DONE` completes its entry of `ops`.
+async fn exchange_with(
+    request: &[u8],
+    ops: &[(u32, String)],
+    on_data: &mut (dyn FnMut(u16, &[u8]) + Send),
+) -> Result<(), RoutesError> {
     let first_op = ops.first().map(|(_, op)| op.as_str()).unwrap_or("nftables");
     let os = |e: io::Error| RoutesError::os(first_op, e);
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(os)?;
@@ -403,8 +466,9 @@ async fn exchange(request: &[u8], ops: &[(u32, String)]) -> Result<(), RoutesErr
                 Ok(r) => r.map_err(os)?,
                 Err(_would_block) => continue,
             };
-            for (kind, seq, code) in parse_answers(&buf[..n]) {
+            for (kind, seq, code, body) in parse_messages(&buf[..n]) {
                 if kind != NLMSG_ERROR && kind != NLMSG_DONE {
+                    on_data(kind, body);
                     continue; // a data answer (GETTABLE); its acknowledgement follows
                 }
                 if let Some(i) = pending.iter().position(|(s, _)| *s == seq) {
@@ -434,7 +498,16 @@ async fn exchange(request: &[u8], ops: &[(u32, String)]) -> Result<(), RoutesErr
 
 /// `(type, sequence, error code)` of each netlink message in `buf`; the code is 0 unless the
 /// message is an `NLMSG_ERROR` carrying an error.
-fn parse_answers(mut buf: &[u8]) -> Vec<(u16, u32, i32)> {
+#[cfg(test)]
+fn parse_answers(buf: &[u8]) -> Vec<(u16, u32, i32)> {
+    parse_messages(buf)
+        .into_iter()
+        .map(|(kind, seq, code, _)| (kind, seq, code))
+        .collect()
+}
+
+/// [`parse_answers`] with each message's body (after the 16-byte header).
+fn parse_messages(mut buf: &[u8]) -> Vec<(u16, u32, i32, &[u8])> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -448,7 +521,7 @@ fn parse_answers(mut buf: &[u8]) -> Vec<(u16, u32, i32)> {
         } else {
             0
         };
-        out.push((kind, seq, code));
+        out.push((kind, seq, code, &buf[16..len]));
         let aligned = (len + 3) & !3;
         buf = &buf[aligned.min(buf.len())..];
     }
@@ -487,5 +560,19 @@ mod tests {
             vec![(NLMSG_ERROR, 4, 0), (NLMSG_ERROR, 5, -libc::ENOENT)]
         );
         assert!(parse_answers(&[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn table_names_are_read_from_a_table_message_body() {
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]); // struct nfgenmsg
+        w.be32(4, 7); // NFTA_TABLE_FLAGS first
+        w.str(NFTA_TABLE_NAME, "loopguard_51820");
+        assert_eq!(
+            table_name_attribute(&w.buf).as_deref(),
+            Some("loopguard_51820")
+        );
+        assert_eq!(table_name_attribute(&w.buf[..6]), None);
+        assert_eq!(table_name_attribute(&[0, 0, 0, 0, 200, 0, 1, 0]), None);
     }
 }

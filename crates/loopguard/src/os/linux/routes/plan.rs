@@ -18,6 +18,9 @@ const MAIN_TABLE: u32 = 254;
 const UNSET: u32 = u32::MAX;
 /// The metric the kernel gives an IPv6 route added without one.
 const IPV6_DEFAULT_METRIC: u32 = 1024;
+/// The metric of the tunnel table's last-resort `unreachable` routes: the highest, so the
+/// tunnel's own route to the same prefix wins while it exists.
+pub(crate) const TERMINAL_METRIC: u32 = u32::MAX;
 
 /// A policy rule as the kernel reported it, reduced to what loopguard compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +231,110 @@ pub(crate) fn is_our_rule(rule: &ObservedRule, config: &GuardConfig, protocol: u
             || rule.table == config.table())
 }
 
+/// Whether a rule is one of the kernel's three (`0: lookup local`, `32766: lookup main`,
+/// `32767: lookup default`), where the kernel put them.
+pub(crate) fn is_kernel_default(rule: &ObservedRule) -> bool {
+    let plain =
+        !rule.invert && rule.fwmark.is_none() && rule.suppress_prefixlen.is_none() && !rule.other;
+    plain
+        && matches!(
+            (rule.priority, rule.table),
+            (0, 255) | (32_766, MAIN_TABLE) | (32_767, 253)
+        )
+}
+
+/// Whether a rule sends every packet to `main` unconditionally: the kernel's own
+/// `32766: from all lookup main`, or a copy of it moved elsewhere.
+fn is_catch_all_main(rule: &ObservedRule) -> bool {
+    rule.table == MAIN_TABLE
+        && !rule.invert
+        && rule.fwmark.is_none()
+        && rule.suppress_prefixlen.is_none()
+        && !rule.other
+}
+
+/// Why loopguard's rules of `family`, in the order the kernel evaluates them (`rules`, as
+/// dumped), cannot capture unmarked traffic; `None` when they can. Both rules must be
+/// there, the suppress rule before the fwmark rule, and no unconditional `lookup main`
+/// before the fwmark rule (a rule added at an existing rule's priority goes after it, so
+/// the second rule at the priority of `lookup main` would come too late).
+///
+/// `wanted` are the two rules of `family` (from [`WantedRule::for_families`]).
+pub(crate) fn order_problem(
+    rules: &[ObservedRule],
+    wanted: &[WantedRule],
+    protocol: u8,
+) -> Option<String> {
+    let [suppress, fwmark] = wanted else {
+        return Some("internal: two rules per family are expected".into());
+    };
+    let (suppress, fwmark) = (suppress.observed(protocol), fwmark.observed(protocol));
+    let family = fwmark.family;
+    let rules: Vec<&ObservedRule> = rules.iter().filter(|r| r.family == family).collect();
+    let Some(at_fwmark) = rules.iter().position(|r| **r == fwmark) else {
+        return Some(format!(
+            "the {family} rule `{}: {}` is missing",
+            fwmark.priority,
+            fwmark.selector()
+        ));
+    };
+    match rules.iter().position(|r| **r == suppress) {
+        None => {
+            return Some(format!(
+                "the {family} rule `{}: {}` is missing",
+                suppress.priority,
+                suppress.selector()
+            ))
+        }
+        Some(at) if at > at_fwmark => {
+            return Some(format!(
+                "the {family} rule `{}: {}` comes after `{}: {}`",
+                suppress.priority,
+                suppress.selector(),
+                fwmark.priority,
+                fwmark.selector()
+            ))
+        }
+        Some(_) => {}
+    }
+    rules[..at_fwmark]
+        .iter()
+        .find(|r| is_catch_all_main(r))
+        .map(|r| {
+            format!(
+                "the {family} rule `{}: {}` comes before `{}: {}`: unmarked traffic would \
+                 skip the tunnel; choose a priority below {}",
+                r.priority,
+                r.selector(),
+                fwmark.priority,
+                fwmark.selector(),
+                r.priority.saturating_sub(1)
+            )
+        })
+}
+
+/// The order the kernel would evaluate `existing` rules in once `wanted` ones are added: a
+/// new rule goes after every rule of lower or equal priority.
+pub(crate) fn order_after_adding(
+    existing: &[ObservedRule],
+    wanted: &[WantedRule],
+    protocol: u8,
+) -> Vec<ObservedRule> {
+    let mut out = existing.to_vec();
+    for w in wanted {
+        let o = w.observed(protocol);
+        if out.contains(&o) {
+            continue;
+        }
+        let at = out
+            .iter()
+            .position(|r| r.family == o.family && r.priority > o.priority)
+            .unwrap_or(out.len());
+        out.insert(at, o);
+    }
+    out
+}
+
 /// What to do with the rules: indexes of observed rules to delete, and rules to add.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct RulePlan {
@@ -278,6 +385,8 @@ pub(crate) struct ObservedRoute {
     pub metric: u32,
     /// A plain unicast route through a device, with no gateway or multipath.
     pub plain: bool,
+    /// An `unreachable` route (no device): the kernel answers "network unreachable".
+    pub unreachable: bool,
 }
 
 impl ObservedRoute {
@@ -287,6 +396,8 @@ impl ObservedRoute {
         let mut table = u32::from(m.header.table);
         let (mut dst, mut oif, mut metric) = (None, None, 0);
         let mut plain = m.header.kind == RouteType::Unicast && m.header.source_prefix_length == 0;
+        let unreachable =
+            m.header.kind == RouteType::Unreachable && m.header.source_prefix_length == 0;
         for a in &m.attributes {
             match a {
                 RouteAttribute::Table(t) => table = *t,
@@ -312,7 +423,16 @@ impl ObservedRoute {
             oif,
             metric,
             plain,
+            unreachable,
         })
+    }
+
+    /// Whether this is a last-resort route [`terminal_message`] adds.
+    pub(crate) fn is_terminal(&self, table: u32, protocol: u8) -> bool {
+        self.unreachable
+            && self.table == table
+            && self.protocol == protocol
+            && self.metric == TERMINAL_METRIC
     }
 }
 
@@ -329,11 +449,17 @@ fn default_metric(prefix: &IpNet) -> u32 {
 pub(crate) struct RoutePlan {
     pub delete: Vec<usize>,
     pub add: Vec<IpNet>,
+    /// Prefixes whose last-resort `unreachable` route is missing.
+    pub add_terminal: Vec<IpNet>,
 }
 
 /// Plans the routes of `table`: our routes not wanted (or on another device) go, wanted ones
-/// missing are added. A foreign route where ours must go is an error, found before anything
-/// changes.
+/// missing are added, and each wanted prefix gets a last-resort `unreachable` route of the
+/// same prefix ([`terminal_message`]) so that, while the rules exist, a packet for the
+/// tunnel that its device routes no longer take (they vanish with a TUN deleted by a crash)
+/// is refused instead of falling through to `main`. Destinations outside the prefixes (a
+/// split tunnel) still fall through to `main`, as before. A foreign route where ours must go is an
+/// error, found before anything changes.
 pub(crate) fn plan_routes(
     observed: &[ObservedRoute],
     wanted: &[IpNet],
@@ -343,8 +469,16 @@ pub(crate) fn plan_routes(
 ) -> Result<RoutePlan, RoutesError> {
     let mut plan = RoutePlan::default();
     let mut found = vec![false; wanted.len()];
+    let mut terminal_found = vec![false; wanted.len()];
     for (i, r) in observed.iter().enumerate() {
         if r.table != table {
+            continue;
+        }
+        if r.is_terminal(table, protocol) {
+            match wanted.iter().position(|p| *p == r.prefix) {
+                Some(j) if !terminal_found[j] => terminal_found[j] = true,
+                _ => plan.delete.push(i),
+            }
             continue;
         }
         let slot = wanted.iter().position(|p| *p == r.prefix);
@@ -379,7 +513,39 @@ pub(crate) fn plan_routes(
         .filter(|(_, f)| !**f)
         .map(|(p, _)| *p)
         .collect();
+    plan.add_terminal = wanted
+        .iter()
+        .zip(&terminal_found)
+        .filter(|(_, f)| !**f)
+        .map(|(p, _)| *p)
+        .collect();
     Ok(plan)
+}
+
+/// The netlink message adding the last-resort route of `prefix` in `table`:
+/// `unreachable PREFIX metric 4294967295 proto TAG` (`unreachable default` for `0.0.0.0/0`
+/// and `::/0`). It has no device, so deleting the tunnel's device (a crashed client's
+/// non-persistent TUN) does not delete it.
+pub(crate) fn terminal_message(prefix: &IpNet, table: u32, protocol: u8) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: Family::of(prefix).af(),
+        destination_prefix_length: prefix.prefix_len(),
+        table: u8::try_from(table).unwrap_or(0),
+        protocol: RouteProtocol::from(protocol),
+        scope: RouteScope::Universe,
+        kind: RouteType::Unreachable,
+        ..m.header
+    };
+    if prefix.prefix_len() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                prefix.addr(),
+            )));
+    }
+    m.attributes.push(RouteAttribute::Table(table));
+    m.attributes.push(RouteAttribute::Priority(TERMINAL_METRIC));
+    m
 }
 
 fn is_wanted(r: &ObservedRoute, prefix: &IpNet, oif: u32, table: u32, protocol: u8) -> bool {
@@ -454,6 +620,14 @@ pub(crate) fn families(prefixes: &[IpNet]) -> Vec<Family> {
 }
 
 impl Family {
+    /// The family of a prefix.
+    pub(crate) fn of(prefix: &IpNet) -> Family {
+        match prefix {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+
     pub(crate) fn from_af(af: AddressFamily) -> Option<Self> {
         match af {
             AddressFamily::Inet => Some(Family::V4),
@@ -548,6 +722,88 @@ mod tests {
         assert_eq!(plan.add, vec![w[1]]);
     }
 
+    /// The kernel's three default rules of a family.
+    fn kernel_rules(family: Family) -> Vec<ObservedRule> {
+        [(0, 255), (32_766, 254), (32_767, 253)]
+            .into_iter()
+            .map(|(priority, table)| ObservedRule {
+                family,
+                priority,
+                table,
+                protocol: 2,
+                invert: false,
+                fwmark: None,
+                suppress_prefixlen: None,
+                other: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_added_after_the_kernels_keep_the_capture() {
+        let w = WantedRule::for_families(&config(), &[Family::V4]);
+        let order = order_after_adding(&kernel_rules(Family::V4), &w, TAG);
+        let prios: Vec<u32> = order.iter().map(|r| r.priority).collect();
+        assert_eq!(prios, [0, 500, 501, 32_766, 32_767]);
+        assert_eq!(order_problem(&order, &w, TAG), None);
+    }
+
+    #[test]
+    fn a_second_rule_at_the_priority_of_lookup_main_is_found() {
+        // What `--priority 32765` did (GuardConfig now refuses it): the second rule at 32766
+        // lands after the kernel's `lookup main`.
+        let w = [
+            WantedRule::SuppressMain {
+                family: Family::V4,
+                priority: 32_765,
+            },
+            WantedRule::NotFwmark {
+                family: Family::V4,
+                priority: 32_766,
+                mark: 0x10,
+                mask: 0xf0,
+                table: 1000,
+            },
+        ];
+        let order = order_after_adding(&kernel_rules(Family::V4), &w, TAG);
+        assert_eq!((order[3].priority, order[3].invert), (32_766, true));
+        let p = order_problem(&order, &w, TAG).expect("a leak");
+        assert!(
+            p.contains("`32766: from all lookup main` comes before") && p.contains("below 32765"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_moved_main_rule_missing_or_swapped_rules_are_problems() {
+        let w = WantedRule::for_families(&config(), &[Family::V6]);
+        let mut rules = kernel_rules(Family::V6);
+        // VRF-style set-ups move `lookup main` up front.
+        rules[1].priority = 100;
+        rules.sort_by_key(|r| r.priority);
+        let order = order_after_adding(&rules, &w, TAG);
+        let p = order_problem(&order, &w, TAG).unwrap();
+        assert!(
+            p.contains("100: from all lookup main") && p.contains("below 99"),
+            "{p}"
+        );
+        let only_fwmark = vec![w[1].observed(TAG)];
+        assert!(order_problem(&only_fwmark, &w, TAG)
+            .unwrap()
+            .contains("suppress_prefixlength 0` is missing"));
+        let swapped = vec![w[1].observed(TAG), w[0].observed(TAG)];
+        assert!(order_problem(&swapped, &w, TAG)
+            .unwrap()
+            .contains("comes after"));
+        assert!(order_problem(&[], &w, TAG).unwrap().contains("is missing"));
+        // Rules of the other family do not count.
+        let v4 = WantedRule::for_families(&config(), &[Family::V4]);
+        let order = order_after_adding(&kernel_rules(Family::V4), &v4, TAG);
+        assert!(order_problem(&order, &w, TAG)
+            .unwrap()
+            .contains("is missing"));
+    }
+
     #[test]
     fn routes_are_planned_by_tag_table_and_device() {
         let r = |p: &str, table, protocol, oif| ObservedRoute {
@@ -557,6 +813,7 @@ mod tests {
             oif: Some(oif),
             metric: default_metric(&net(p)),
             plain: true,
+            unreachable: false,
         };
         let observed = vec![
             r("0.0.0.0/0", 1000, TAG, 7),      // wanted, kept
@@ -568,6 +825,32 @@ mod tests {
         let plan = plan_routes(&observed, &[net("0.0.0.0/0"), net("::/0")], 7, 1000, TAG).unwrap();
         assert_eq!(plan.delete, vec![1, 3]);
         assert_eq!(plan.add, vec![net("::/0")]);
+        assert_eq!(plan.add_terminal, vec![net("0.0.0.0/0"), net("::/0")]);
+    }
+
+    #[test]
+    fn each_prefix_gets_one_terminal_route_and_stale_ones_go() {
+        let terminal =
+            |p: &str| ObservedRoute::from_message(&terminal_message(&net(p), 1000, TAG)).unwrap();
+        let v4 = terminal("0.0.0.0/0");
+        assert!(v4.is_terminal(1000, TAG) && !v4.plain);
+        assert_eq!((v4.prefix, v4.metric), (net("0.0.0.0/0"), u32::MAX));
+        let split = terminal("198.51.100.0/24");
+        assert_eq!(split.prefix, net("198.51.100.0/24"));
+        let mut foreign = terminal("198.51.100.0/24");
+        foreign.protocol = 4; // `ip route add unreachable ... metric 4294967295` by hand
+        let observed = vec![
+            split.clone(),
+            split.clone(),    // a duplicate of ours
+            terminal("::/0"), // no longer wanted
+            foreign,          // never touched
+        ];
+        let plan = plan_routes(&observed, &[net("198.51.100.0/24")], 7, 1000, TAG).unwrap();
+        assert_eq!(plan.delete, vec![1, 2]);
+        assert_eq!(plan.add, vec![net("198.51.100.0/24")]);
+        assert!(plan.add_terminal.is_empty());
+        let plan = plan_routes(&[], &[net("::/0"), net("0.0.0.0/0")], 7, 1000, TAG).unwrap();
+        assert_eq!(plan.add_terminal, vec![net("::/0"), net("0.0.0.0/0")]);
     }
 
     #[test]
@@ -579,6 +862,7 @@ mod tests {
             oif: Some(3),
             metric: 0,
             plain: true,
+            unreachable: false,
         }];
         let err = plan_routes(&observed, &[net("0.0.0.0/0")], 7, 1000, TAG).unwrap_err();
         assert!(matches!(

@@ -68,9 +68,46 @@ pub(crate) fn set(key: &str, value: &str) -> Result<SysctlChange, RoutesError> {
     })
 }
 
+/// What restoring `change` means now that the sysctl reads `current`: the value to write
+/// back, or `None` when there is nothing to do (it was not changed) or somebody else has
+/// changed it since (their value wins).
+pub(crate) fn restore_plan(change: &SysctlChange, current: &str) -> Option<String> {
+    (change.previous != change.value && current == change.value).then(|| change.previous.clone())
+}
+
+/// Puts back the values `apply` changed (from [`ApplyReport::sysctls`](super::ApplyReport)),
+/// in the calling thread's network namespace, unless another program has changed them
+/// since. Returns what was written back. Opt-in: other programs may rely on the values
+/// `apply` set (strict `rp_filter` set-ups need `src_valid_mark=1`).
+pub fn restore_sysctls(changes: &[SysctlChange]) -> Result<Vec<SysctlChange>, RoutesError> {
+    let mut out = Vec::new();
+    for change in changes {
+        let current = read(&change.key)?;
+        if let Some(previous) = restore_plan(change, &current) {
+            let done = set(&change.key, &previous)?;
+            out.push(done);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_changes_are_put_back() {
+        let c = |previous: &str, value: &str| SysctlChange {
+            key: "net.ipv4.fwmark_reflect".into(),
+            previous: previous.into(),
+            value: value.into(),
+        };
+        assert_eq!(restore_plan(&c("0", "1"), "1"), Some("0".into()));
+        // Unchanged by apply: nothing to restore.
+        assert_eq!(restore_plan(&c("1", "1"), "1"), None);
+        // Changed by somebody else since: theirs stays.
+        assert_eq!(restore_plan(&c("0", "1"), "2"), None);
+    }
 
     #[test]
     fn keys_map_to_proc_paths() {
