@@ -135,6 +135,34 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
     }
 }
 
+/// The index of the interface owning `source` in `host`'s address table: what a datagram
+/// with an explicit source is stamped with. Windows, like for TCP (DESIGN §3.7), does not
+/// promise to choose the interface from the source alone; index 0 in `IP_PKTINFO` leaves the
+/// choice to the route lookup, which may pick the tunnel. The tunnel's own address is
+/// [`ResolveError::NoRoute`] (the datagram would enter it); an address no interface owns, or
+/// a host without an address table, is `Ok(None)` (Windows refuses a foreign source itself).
+pub fn interface_owning(
+    host: &HostTables,
+    tunnel: &Tunnel,
+    source: IpAddr,
+) -> Result<Option<u32>, ResolveError> {
+    let Some(addresses) = host.addresses.as_deref() else {
+        return Ok(None);
+    };
+    let Some(owner) = addresses.iter().find(|a| a.address == source) else {
+        return Ok(None);
+    };
+    if tunnel.contains(owner.interface) {
+        return Err(ResolveError::NoRoute);
+    }
+    Ok(host
+        .interfaces
+        .iter()
+        .find(|i| i.luid == owner.interface)
+        .map(|i| i.index)
+        .filter(|&index| index != 0))
+}
+
 impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
     /// Nothing to do per socket: there are no marks on Windows. Each datagram and each
     /// connection is pinned to its path instead.
@@ -159,6 +187,10 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
             .and_then(|interface| self.source_on(&host, interface, destination))
             .unwrap_or(path.source);
         Ok(Path { source, ..path })
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        interface_owning(&self.host.snapshot()?, &self.tunnel, source)
     }
 
     /// Pins the stream to the resolved interface. A path without an interface index cannot
@@ -437,6 +469,21 @@ mod tests {
         );
         let err = refusing.pin_stream(&socket, &path).unwrap_err();
         assert_eq!(err.step(), "setsockopt(IP_UNICAST_IF)");
+    }
+
+    #[test]
+    fn an_explicit_source_is_stamped_with_the_index_of_its_own_interface() {
+        let s = strategy(FakeHost::new(host()));
+        // Ethernet's second address, although the route to the destination prefers .10.
+        assert_eq!(s.interface_for_source(ip("192.0.2.11")).unwrap(), Some(2));
+        assert_eq!(s.interface_for_source(ip("198.51.100.3")).unwrap(), Some(3));
+        // Not an address of this host: nothing to stamp, Windows refuses the source itself.
+        assert_eq!(s.interface_for_source(ip("203.0.113.50")).unwrap(), None);
+        // The tunnel's own address: the datagram would enter the tunnel, so it is dropped.
+        assert!(matches!(
+            s.interface_for_source(ip("192.0.2.40")),
+            Err(ResolveError::NoRoute)
+        ));
     }
 
     #[test]

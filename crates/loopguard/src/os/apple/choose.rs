@@ -51,9 +51,41 @@ pub(crate) fn best_scoped(routes: impl IntoIterator<Item = (u32, u8)>) -> Option
     best.map(|(index, _)| index)
 }
 
+/// The interface owning an explicit source, given every interface as
+/// `(index, is the tunnel, addresses)`: its index to stamp in `IP_PKTINFO` (xnu then scopes
+/// the datagram to it, bsd/netinet/udp_usrreq.c `udp_check_pktinfo`), `Ok(None)` when no
+/// interface owns it, `Err(NoRoute)` when the tunnel does (the datagram would enter it).
+pub(crate) fn owner_of<'a>(
+    source: IpAddr,
+    interfaces: impl IntoIterator<Item = (u32, bool, &'a [IpAddr])>,
+) -> Result<Option<u32>, crate::ResolveError> {
+    for (index, is_tunnel, addrs) in interfaces {
+        if addrs.contains(&source) {
+            if is_tunnel {
+                return Err(crate::ResolveError::NoRoute);
+            }
+            return Ok((index != 0).then_some(index));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_source_maps_to_its_interface_and_a_tunnel_source_fails_closed() {
+        let en0 = [ip("192.0.2.10"), ip("2001:db8::10")];
+        let utun = [ip("198.51.100.1")];
+        let list = || [(4, false, &en0[..]), (9, true, &utun[..])];
+        assert_eq!(owner_of(ip("2001:db8::10"), list()).unwrap(), Some(4));
+        assert_eq!(owner_of(ip("203.0.113.1"), list()).unwrap(), None);
+        assert!(matches!(
+            owner_of(ip("198.51.100.1"), list()),
+            Err(crate::ResolveError::NoRoute)
+        ));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -46,6 +46,8 @@ pub mod route_events;
 pub mod route_message;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod strategy;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub(crate) mod udp_send;
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub use strategy::{bind_to_interface, AppleGuard, BoundInterface, NetworkExtension};

@@ -129,6 +129,19 @@ impl Strategy for BoundInterface {
         })
     }
 
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        let tunnel_index = interfaces::index_of(&self.tunnel);
+        let interfaces = interfaces::list()?;
+        choose::owner_of(
+            source,
+            interfaces.iter().map(|i| {
+                let is_tunnel =
+                    i.name == self.tunnel || (tunnel_index != 0 && i.index == tunnel_index);
+                (i.index, is_tunnel, i.addrs.as_slice())
+            }),
+        )
+    }
+
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
         bind_to_interface(socket, path)
     }
@@ -213,6 +226,10 @@ impl Strategy for AppleGuard {
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         self.inner().resolve(destination)
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        self.inner().interface_for_source(source)
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
