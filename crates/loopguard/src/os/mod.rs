@@ -4,6 +4,9 @@ use socket2::{Domain, Socket};
 
 pub mod apple;
 pub mod best_route;
+// Compiled everywhere so its rules are tested on every OS; used by the Windows notifications.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod callback_thread;
 // Compiled everywhere so its layout tests run on every OS; used on Apple only.
 #[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
 pub(crate) mod darwin_control;
