@@ -122,16 +122,34 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
             }
         };
         let addresses = host.addresses.as_deref()?;
+        let proposed_row = addresses
+            .iter()
+            .find(|a| a.address == proposed && a.interface == interface.luid)?;
         let usable = choose_source(
-            &addresses
-                .iter()
-                .filter(|a| a.address == proposed)
-                .cloned()
-                .collect::<Vec<_>>(),
+            std::slice::from_ref(proposed_row),
             interface.luid,
             destination,
-        );
-        usable
+        )?;
+        // Windows prefers temporary IPv6 addresses by default (RFC 6724 rule 7), so
+        // GetBestRoute2 often answers one; a temporary address rotates away under a long flow
+        // (DESIGN §3.16), so a stable usable address of the same interface wins. Temporary is
+        // decided by the row's flags as `UnicastAddress::is_temporary` reads them: an IPv6
+        // address whose suffix origin is `Random`. Where Windows randomizes the identifiers
+        // of public SLAAC addresses too (RandomizeIdentifiers, the default), those report
+        // `Random` as well and count as temporary here: the OS's answer is then kept when no
+        // address of the interface has a stable suffix (link-layer, manual, DHCP), which is
+        // the best the row's flags can tell.
+        if proposed_row.is_temporary() {
+            let stable = choose_source(addresses, interface.luid, destination).filter(|&choice| {
+                addresses
+                    .iter()
+                    .any(|a| a.address == choice && !a.is_temporary())
+            });
+            if let Some(stable) = stable {
+                return Some(stable);
+            }
+        }
+        Some(usable)
     }
 }
 
@@ -430,6 +448,46 @@ mod tests {
         assert_eq!(
             s.resolve(ip("203.0.113.9")).unwrap().source,
             ip("192.0.2.10")
+        );
+    }
+
+    #[test]
+    fn a_temporary_os_source_gives_way_to_a_stable_one_of_the_same_interface() {
+        let mut tables = host();
+        tables.interfaces[1].ipv6_metric = Some(25);
+        tables.routes.push(route("::/0", ETH, 0));
+        let mut stable = address("2001:db8:1::5", ETH);
+        stable.prefix_length = 64;
+        stable.prefix_origin = PrefixOrigin::RouterAdvertisement;
+        stable.suffix_origin = SuffixOrigin::LinkLayerAddress;
+        let mut temporary = stable.clone();
+        temporary.address = ip("2001:db8:1::7e3a");
+        temporary.suffix_origin = SuffixOrigin::Random;
+        tables
+            .addresses
+            .as_mut()
+            .unwrap()
+            .extend([temporary, stable]);
+        // GetBestRoute2 answers the temporary one, as Windows prefers by default.
+        let mut fake = FakeHost::new(tables.clone());
+        fake.os_source = Some(Ok(Some(ip("2001:db8:1::7e3a"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("2001:db8:9::1")).unwrap().source,
+            ip("2001:db8:1::5")
+        );
+        // Only temporary (random-suffix) addresses: the OS's answer stands.
+        tables
+            .addresses
+            .as_mut()
+            .unwrap()
+            .retain(|a| a.address != ip("2001:db8:1::5"));
+        let mut fake = FakeHost::new(tables);
+        fake.os_source = Some(Ok(Some(ip("2001:db8:1::7e3a"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("2001:db8:9::1")).unwrap().source,
+            ip("2001:db8:1::7e3a")
         );
     }
 
