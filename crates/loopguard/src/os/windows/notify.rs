@@ -16,7 +16,7 @@
 //! on-link prefix length) is queried afterwards with the key, on our own thread.
 //!
 //! User callbacks never run on the IP Helper thread: the system callback posts to a channel
-//! and returns, and a thread of ours ([`CallbackThread`]) runs them, so a callback can block
+//! and returns, and a thread of ours runs them, so a callback can block
 //! or drop its own registration without deadlocking `CancelMibChangeNotify2`, and a panic is
 //! caught there instead of unwinding into Windows.
 //!
