@@ -1,8 +1,9 @@
 //! [`SocketFactory`]: the one place every guarded socket comes from.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -39,13 +40,28 @@ impl<S: Strategy + fmt::Debug> fmt::Debug for SocketFactory<S> {
 struct Shared<S> {
     strategy: S,
     cache: PathCache,
+    /// Explicit source -> index of the interface owning it (`None`: no interface does;
+    /// `Err`: the tunnel does). Looked up once per source; emptied by `reset`.
+    source_interfaces: Mutex<HashMap<IpAddr, Result<Option<u32>, ()>>>,
     counters: CounterRegistry,
 }
+
+/// Most explicit sources remembered; a host has few addresses, so more means churn and the
+/// map starts over.
+const MAX_SOURCE_INTERFACES: usize = 256;
 
 /// What sockets need of their factory once created; object-safe so sockets are not generic.
 pub(crate) trait Guard: Send + Sync {
     /// The path for `destination`, or `None` when the kernel chooses (marks, protect).
     fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error>;
+    /// The interface index to stamp beside the explicit source `source` of a datagram to
+    /// `destination`: `None` when the kernel chooses or no interface owns it,
+    /// [`Error::HostUnreachable`] when the tunnel owns it.
+    fn interface_for_source(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+    ) -> Result<Option<u32>, Error>;
     /// Forgets the cached path of `destination`: its source went away.
     fn forget(&self, destination: SocketAddr);
     /// Creates and protects a socket.
@@ -74,6 +90,46 @@ impl<S: Strategy> Guard for Shared<S> {
             Err(ResolveError::NoRoute) => Err(Error::HostUnreachable { destination }),
             Err(ResolveError::Io(e)) => Err(Error::Io(e)),
         }
+    }
+
+    fn interface_for_source(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+    ) -> Result<Option<u32>, Error> {
+        if !self.strategy.pins_source() {
+            return Ok(None);
+        }
+        let cached = self
+            .source_interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&source)
+            .copied();
+        let answer = match cached {
+            Some(answer) => answer,
+            None => {
+                let answer = match self.strategy.interface_for_source(source) {
+                    Ok(index) => Ok(index),
+                    Err(ResolveError::NoRoute) => Err(()),
+                    // A failed lookup is not remembered: the next datagram asks again.
+                    Err(ResolveError::Io(e)) => return Err(Error::Io(e)),
+                };
+                let mut map = self
+                    .source_interfaces
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if map.len() >= MAX_SOURCE_INTERFACES {
+                    map.clear();
+                }
+                map.insert(source, answer);
+                answer
+            }
+        };
+        answer.map_err(|()| {
+            tracing::debug!(%source, %destination, "explicit source belongs to the tunnel; datagram dropped");
+            Error::HostUnreachable { destination }
+        })
     }
 
     fn forget(&self, destination: SocketAddr) {
@@ -108,6 +164,7 @@ impl<S: Strategy> SocketFactory<S> {
             shared: Arc::new(Shared {
                 strategy,
                 cache: PathCache::new(),
+                source_interfaces: Mutex::new(HashMap::new()),
                 counters: CounterRegistry::default(),
             }),
         }
@@ -125,6 +182,8 @@ impl<S: Strategy> SocketFactory<S> {
             .shared
             .socket(Domain::for_address(addr), Type::DGRAM, Protocol::UDP)?;
         socket.bind(&addr.into())?;
+        // Windows: one ICMP error from a dead peer must not fail the socket for every peer.
+        os::udp_reset::disable(&socket);
         UdpSocket::from_protected(socket, self.guard())
     }
 
@@ -159,6 +218,11 @@ impl<S: Strategy> SocketFactory<S> {
     /// resolve again on their next send.
     pub fn reset(&self) {
         self.shared.cache.reset();
+        self.shared
+            .source_interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn guard(&self) -> Arc<dyn Guard> {

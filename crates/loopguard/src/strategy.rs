@@ -54,6 +54,18 @@ pub trait Strategy: Send + Sync + 'static {
         Err(ResolveError::NoRoute)
     }
 
+    /// The index of the interface that owns `source`, for datagrams sent with an explicit
+    /// source on platforms that stamp the interface beside it (Windows, macOS): without it
+    /// they would carry index 0 and the OS could choose the tunnel. `Ok(None)` when no
+    /// interface owns it (the OS then refuses the source itself);
+    /// [`ResolveError::NoRoute`] when the tunnel owns it (the datagram is dropped). Called
+    /// only when [`pins_source`](Strategy::pins_source) is `true`; the factory caches the
+    /// answer until [`reset`](crate::SocketFactory::reset). The default knows none.
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        let _ = source;
+        Ok(None)
+    }
+
     /// Holds a stream socket, before it connects, to `path`: for example to its interface
     /// with `IP_UNICAST_IF` (Windows) or `IP_BOUND_IF` (macOS). Called only for strategies
     /// that pin sources, after the factory bound the socket to `path.source` (unless the
@@ -77,6 +89,10 @@ impl<S: Strategy + ?Sized> Strategy for std::sync::Arc<S> {
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         (**self).resolve(destination)
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        (**self).interface_for_source(source)
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use tokio::io::Interest;
 
 use crate::counters::{Counter, Counters, SocketCounters};
 use crate::factory::Guard;
-use crate::os::send_error::{self, SendFailure};
+use crate::os::send_error::{self, Attempt, NextStep, SendFailure};
+use crate::os::send_path::{self, Capabilities};
 use crate::Error;
 
 pub use quinn_udp::EcnCodepoint;
@@ -135,6 +137,10 @@ impl From<quinn_udp::RecvMeta> for RecvMeta {
 pub struct UdpSocket {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
+    /// What the OS send path may attach here (probed once).
+    caps: Capabilities,
+    /// Set when the device refused a GSO / USO batch: from then on one datagram per send.
+    gso_refused: AtomicBool,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
 }
@@ -155,10 +161,13 @@ impl UdpSocket {
         let std_socket = std::net::UdpSocket::from(socket);
         let state = UdpSocketState::new((&std_socket).into())?;
         let io = tokio::net::UdpSocket::from_std(std_socket)?;
+        let caps = send_path::capabilities(&io);
         let counters = guard.counters().register();
         Ok(UdpSocket {
             io,
             state,
+            caps,
+            gso_refused: AtomicBool::new(false),
             guard,
             counters,
         })
@@ -172,6 +181,9 @@ impl UdpSocket {
     /// How many datagrams one send may carry on this socket right now: 1 without GSO (or
     /// after a device refused it), up to [`MAX_GSO_SEGMENTS`].
     pub fn max_gso_segments(&self) -> usize {
+        if self.gso_refused.load(Ordering::Relaxed) {
+            return 1;
+        }
         self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
     }
 
@@ -211,13 +223,24 @@ impl UdpSocket {
 
     /// [`send`](Self::send), adding to `sent` the datagrams the kernel accepted.
     async fn send_counted(&self, datagram: &DatagramOut<'_>, sent: &mut u64) -> Result<(), Error> {
-        let path = match datagram.src {
-            Some(_) => None,
-            None => self.guard.path_for(datagram.dst)?,
+        // The path is asked for once per call: an explicit source gets the index of the
+        // interface that owns it (Windows and macOS stamp it; index 0 would let the OS pick
+        // the tunnel), a missing one the strategy's path.
+        let (src, mut interface, resolved) = match datagram.src {
+            Some(src) => (
+                Some(src),
+                self.guard.interface_for_source(src, datagram.dst)?,
+                false,
+            ),
+            None => {
+                let path = self.guard.path_for(datagram.dst)?;
+                (
+                    path.map(|path| path.source),
+                    path.and_then(|path| path.interface),
+                    path.is_some(),
+                )
+            }
         };
-        let src = datagram.src.or(path.map(|path| path.source));
-        // Stamped beside the resolved source where the platform's send path can (Windows).
-        let mut interface = path.and_then(|path| path.interface);
         let segment = match datagram.segment_size {
             Some(0) => {
                 return Err(Error::Io(io::Error::new(
@@ -246,10 +269,9 @@ impl UdpSocket {
             transmit.segment_size = (take > segment).then_some(segment);
             // Only a source the strategy chose can be resolved again; with the Linux mark
             // the kernel chooses, and there is nothing to forget.
-            self.send_batch(&mut transmit, &mut interface, path.is_some())
+            let datagrams = self
+                .send_batch(&mut transmit, &mut interface, resolved)
                 .await?;
-            let datagrams = take.div_ceil(segment.max(1)).max(1) as u64;
-            self.counters.add(Counter::DatagramsSent, datagrams);
             *sent += datagrams;
             rest = later;
             if rest.is_empty() {
@@ -269,46 +291,56 @@ impl UdpSocket {
         remaining.min(segments * segment)
     }
 
-    /// Sends one GSO batch (or single datagram), handling what the send path must survive.
+    /// Sends one GSO batch (or single datagram), handling what the send path must survive;
+    /// returns how many datagrams went out.
     async fn send_batch(
         &self,
         transmit: &mut Transmit<'_>,
         interface: &mut Option<u32>,
         resolved: bool,
-    ) -> Result<(), Error> {
-        let mut queue_full = 0;
-        let mut re_resolved = false;
+    ) -> Result<u64, Error> {
+        let mut attempt = Attempt {
+            segmented: transmit.segment_size.is_some(),
+            queue_full_retries: 0,
+            resolved,
+            re_resolved: false,
+        };
         loop {
             let err = match self.send_once(transmit, *interface).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
+                    let datagrams = transmit.contents.len().div_ceil(segment.max(1)).max(1) as u64;
+                    self.counters.add(Counter::DatagramsSent, datagrams);
+                    return Ok(datagrams);
+                }
                 Err(e) => e,
             };
-            match send_error::classify(&err) {
-                SendFailure::QueueFull if queue_full < QUEUE_FULL_RETRIES => {
-                    queue_full += 1;
+            let failure = send_error::classify(&err);
+            match send_error::next_step(failure, &err, attempt, QUEUE_FULL_RETRIES) {
+                NextStep::RetryQueueFull => {
+                    attempt.queue_full_retries += 1;
                     self.counters.add(Counter::QueueFullRetries, 1);
-                    back_off(queue_full).await;
+                    back_off(attempt.queue_full_retries).await;
                 }
-                SendFailure::MaybeGsoRefused
-                    if transmit.segment_size.is_some() && self.state.max_gso_segments() == 1 =>
-                {
-                    // quinn-udp has just turned GSO off for this socket: the device refused
-                    // it. Send the same datagrams again, one by one, in order.
-                    tracing::info!(dst = %transmit.destination, "GSO refused; sending the batch unsegmented");
+                NextStep::Unsegment => {
+                    // The device refused the batch: no more GSO on this socket. Send the
+                    // same datagrams again, one by one, in order.
+                    self.gso_refused.store(true, Ordering::Relaxed);
+                    tracing::info!(dst = %transmit.destination, error = %err, "GSO refused; sending the batch unsegmented");
                     self.counters.add(Counter::GsoFallbacks, 1);
-                    return self.send_unsegmented(transmit, *interface).await;
+                    return self.send_unsegmented(transmit, *interface, resolved).await;
                 }
-                failure if resolved && !re_resolved && failure.may_be_source_gone(&err) => {
+                NextStep::ReResolve => {
                     // The cached source is gone (address removed, IPv6 temporary address
                     // rotated): forget it and resolve once more.
-                    re_resolved = true;
+                    attempt.re_resolved = true;
                     self.counters.add(Counter::SourcesReResolved, 1);
                     self.guard.forget(transmit.destination);
                     let path = self.guard.path_for(transmit.destination)?;
                     transmit.src_ip = path.map(|path| path.source);
                     *interface = path.and_then(|path| path.interface);
                 }
-                _ => return Err(classify(err, transmit.destination)),
+                NextStep::Fail => return Err(classify(err, transmit.destination)),
             }
         }
     }
@@ -317,40 +349,33 @@ impl UdpSocket {
         &self,
         transmit: &Transmit<'_>,
         interface: Option<u32>,
-    ) -> Result<(), Error> {
+        resolved: bool,
+    ) -> Result<u64, Error> {
         let size = transmit
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
+        let mut sent = 0;
         for part in transmit.contents.chunks(size) {
             let mut single = Transmit {
                 contents: part,
                 segment_size: None,
                 ..*transmit
             };
-            Box::pin(self.send_batch(&mut single, &mut interface.clone(), false)).await?;
+            sent +=
+                Box::pin(self.send_batch(&mut single, &mut interface.clone(), resolved)).await?;
         }
-        Ok(())
+        Ok(sent)
     }
 
     async fn send_once(&self, transmit: &Transmit<'_>, interface: Option<u32>) -> io::Result<()> {
         self.io
-            .async_io(Interest::WRITABLE, || self.try_send(transmit, interface))
+            .async_io(Interest::WRITABLE, || {
+                send_path::send(&self.io, &self.state, self.caps, transmit, interface)
+            })
             .await?;
         self.counters.add(Counter::Sends, 1);
         Ok(())
-    }
-
-    /// One non-blocking send: quinn-udp's, except on Windows, where ours also stamps the
-    /// interface index into `IP_PKTINFO` / `IPV6_PKTINFO` (see `os::windows::udp_send`).
-    fn try_send(&self, transmit: &Transmit<'_>, interface: Option<u32>) -> io::Result<()> {
-        #[cfg(windows)]
-        return crate::os::windows::udp_send::send(&self.io, transmit, interface);
-        #[cfg(not(windows))]
-        {
-            let _ = interface;
-            self.state.try_send(UdpSockRef::from(&self.io), transmit)
-        }
     }
 
     /// Receives into several buffers at once (`recvmmsg`, GRO); returns how many were filled,

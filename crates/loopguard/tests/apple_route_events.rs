@@ -349,3 +349,26 @@ proptest! {
         let _ = parse_change(&bytes);
     }
 }
+
+#[test]
+fn a_read_error_resyncs_instead_of_ending_the_monitor() {
+    use loopguard::os::apple::route_events::{
+        on_read_error, ReadErrorAction, MAX_CONSECUTIVE_READ_ERRORS,
+    };
+    use std::io::{Error, ErrorKind};
+    // ENOBUFS (55 on Darwin): the receive buffer overflowed and messages were lost.
+    let overflow = Error::from_raw_os_error(55);
+    assert_eq!(on_read_error(&overflow, 1), ReadErrorAction::Resync);
+    assert_eq!(
+        on_read_error(&Error::from(ErrorKind::Interrupted), 1),
+        ReadErrorAction::Retry
+    );
+    assert_eq!(
+        on_read_error(&Error::from(ErrorKind::WouldBlock), 40),
+        ReadErrorAction::Retry
+    );
+    assert_eq!(
+        on_read_error(&overflow, MAX_CONSECUTIVE_READ_ERRORS),
+        ReadErrorAction::GiveUp
+    );
+}

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct FakePinning {
     protected: AtomicUsize,
     resolved: AtomicUsize,
+    source_lookups: AtomicUsize,
     pinned_streams: AtomicUsize,
     refuse_protection: bool,
     refuse_stream_pinning: bool,
@@ -24,6 +25,8 @@ struct FakePinning {
 
 const PINNED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
+/// The fake tunnel's own address: an explicit source there must never be sent.
+const TUNNEL_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 40);
 
 impl Strategy for FakePinning {
     fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
@@ -51,6 +54,14 @@ impl Strategy for FakePinning {
             }),
             _ => Err(ResolveError::NoRoute),
         }
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        self.source_lookups.fetch_add(1, Ordering::SeqCst);
+        if source == IpAddr::from(TUNNEL_SOURCE) {
+            return Err(ResolveError::NoRoute);
+        }
+        Ok(Some(1))
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
@@ -159,6 +170,45 @@ async fn explicit_source_is_used_and_nothing_is_resolved() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0.ip(), src);
     assert_eq!(fake.resolved.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn explicit_sources_are_looked_up_once_and_a_tunnel_source_fails_closed() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    let src: IpAddr = "127.0.0.9".parse().unwrap();
+    for _ in 0..3 {
+        sender
+            .send(&DatagramOut::new(dst, b"x").with_src(src))
+            .await
+            .unwrap();
+    }
+    assert_eq!(receive(&receiver, 3).await.len(), 3);
+    assert_eq!(fake.source_lookups.load(Ordering::SeqCst), 1, "not cached");
+
+    let err = sender
+        .send(&DatagramOut::new(dst, b"leak").with_src(TUNNEL_SOURCE.into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::HostUnreachable { destination } if destination == dst),
+        "{err:?}"
+    );
+    assert!(receive(&receiver, 1).await.is_empty(), "tunnel source sent");
+    assert_eq!(fake.source_lookups.load(Ordering::SeqCst), 2);
+
+    factory.reset();
+    sender
+        .send(&DatagramOut::new(dst, b"x").with_src(src))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.source_lookups.load(Ordering::SeqCst),
+        3,
+        "reset kept it"
+    );
 }
 
 #[tokio::test]

@@ -287,3 +287,65 @@ async fn a_closure_is_a_protector() {
     let socket = factory.bind(addr("127.0.0.1:0")).unwrap();
     assert_eq!(*calls.lock().unwrap(), vec![socket.as_raw_fd()]);
 }
+
+/// The fd contract on `Protector`: borrowed for the call, never adopted. A protector that
+/// only borrows leaves the fd open, the same socket, with what it did to it still in place.
+#[tokio::test]
+async fn the_fd_is_still_open_and_protected_after_the_hook_returns() {
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_hook = recorded.clone();
+    let factory = SocketFactory::new(ProtectHook::new(move |fd: RawFd| {
+        // SAFETY: the fd is borrowed for this call only, as the contract says.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        // Stands in for VpnService.protect's mark: an option the host sets on the socket.
+        socket2::SockRef::from(&borrowed)
+            .set_keepalive(true)
+            .map_err(ProtectFailure::Failed)?;
+        seen_by_hook.lock().unwrap().push(fd);
+        Ok(())
+    }));
+    let socket = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let fd = socket.as_raw_fd();
+    assert_eq!(*recorded.lock().unwrap(), vec![fd], "protected another fd");
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    assert_ne!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1, "fd closed");
+    let still = socket2::SockRef::from(&socket);
+    assert!(still.keepalive().unwrap(), "the host's protection was lost");
+    // And it is the socket in use.
+    let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send(&DatagramOut::new(peer.local_addr().unwrap(), b"still ours"))
+        .await
+        .unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"still ours"[..], socket.local_addr().unwrap())
+    );
+}
+
+/// What `ParcelFileDescriptor.adoptFd` followed by a close and a reuse of the number looks
+/// like from loopguard's side: the fd now names another socket. The factory refuses it.
+#[tokio::test]
+async fn a_host_that_replaces_the_fd_gets_a_protection_error_not_a_socket() {
+    let decoy = Arc::new(StdUdpSocket::bind("127.0.0.1:0").unwrap());
+    let held = decoy.clone();
+    let factory = SocketFactory::new(ProtectHook::new(move |fd: RawFd| {
+        // SAFETY: dup2 onto the borrowed fd: exactly the misuse the contract forbids.
+        if unsafe { libc::dup2(held.as_raw_fd(), fd) } < 0 {
+            return Err(ProtectFailure::Failed(io::Error::last_os_error()));
+        }
+        Ok(())
+    }));
+    match factory.bind(addr("127.0.0.1:0")) {
+        Err(Error::Protection(e)) => {
+            assert_eq!(e.step(), "VpnService.protect");
+            assert!(e.to_string().contains("replaced"), "{e}");
+        }
+        other => panic!("a replaced fd was handed out: {other:?}"),
+    }
+    // The decoy is untouched: only the duplicate under the old number was closed.
+    assert!(decoy.local_addr().is_ok());
+}

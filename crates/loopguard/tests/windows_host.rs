@@ -391,3 +391,48 @@ async fn tcp_connects_from_the_source_of_the_chosen_route() {
     let peer = accept.await.unwrap().unwrap();
     assert_eq!(peer.ip(), path.source);
 }
+
+/// Protects nothing and pins nothing: the factory's own socket setup alone.
+struct Plain;
+
+impl Strategy for Plain {
+    fn protect(&self, _: &socket2::Socket) -> Result<(), ProtectionError> {
+        Ok(())
+    }
+}
+
+/// "SIO_UDP_CONNRESET control code" (Win32 docs): by default an ICMP port-unreachable from
+/// one peer fails the socket's next `recv` (and `send`) with WSAECONNRESET, whoever the peer.
+/// The factory turns that off. (Wine reports no such reset either way, so under Wine this
+/// shows the socket keeps working, not that the report was on before.)
+#[tokio::test]
+async fn a_dead_peer_does_not_fail_the_socket_for_the_live_ones() {
+    let factory = SocketFactory::new(Plain);
+    // IPv6: quinn-udp cannot set up IPv4 sockets under Wine (see above).
+    let socket = factory.bind("[::1]:0".parse().unwrap()).unwrap();
+    let dead = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let live = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+    // The loopback answers with a port-unreachable before this send returns.
+    socket
+        .send(&DatagramOut::new(dead_addr, b"to the dead"))
+        .await
+        .unwrap();
+    live.send_to(b"from the living", socket.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let meta = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("the live peer's datagram arrives")
+        .expect("recv after a dead peer's ICMP error");
+    assert_eq!(&buf[..meta.len], b"from the living");
+    socket
+        .send(&DatagramOut::new(live.local_addr().unwrap(), b"reply"))
+        .await
+        .expect("send after a dead peer's ICMP error");
+    let (n, _) = live.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply");
+}

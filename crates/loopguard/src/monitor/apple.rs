@@ -2,14 +2,16 @@
 //! portable [`route_events`](crate::os::apple::route_events) parser.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use socket2::{Domain, Socket, Type};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::Change;
-use crate::os::apple::route_events::{parse_change, LinkStates};
+use super::{Change, ChangeKind};
+use crate::os::apple::route_events::{on_read_error, parse_change, LinkStates, ReadErrorAction};
 
 /// Largest routing message read at once: a route message with eight full sockaddrs is
 /// under 400 bytes.
@@ -23,25 +25,11 @@ pub(super) fn start(tx: UnboundedSender<Change>) -> io::Result<Vec<tokio::task::
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         io::Error::other("the network monitor must be started inside a tokio runtime")
     })?;
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_ROUTE, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: `fcntl` on a descriptor we own, with integer arguments only.
-    let rc = unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
-        }
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // socket2 sets FD_CLOEXEC (Darwin has no SOCK_CLOEXEC), so a child the application
+    // spawns does not inherit the routing socket.
+    let socket = Socket::new(Domain::from(libc::AF_ROUTE), Type::RAW, None)?;
+    socket.set_nonblocking(true)?;
+    let fd = OwnedFd::from(socket);
     let size = RECEIVE_BUFFER;
     // SAFETY: `size` lives across the call and its length is passed with it.
     let rc = unsafe {
@@ -65,6 +53,7 @@ pub(super) fn start(tx: UnboundedSender<Change>) -> io::Result<Vec<tokio::task::
     let reader = runtime.spawn(async move {
         let mut links = LinkStates::default();
         let mut buf = vec![0u8; READ_BUFFER];
+        let mut errors = 0u32;
         loop {
             let mut ready = match socket.readable().await {
                 Ok(r) => r,
@@ -89,12 +78,27 @@ pub(super) fn start(tx: UnboundedSender<Change>) -> io::Result<Vec<tokio::task::
                     return;
                 }
                 Ok(Ok(n)) => n,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "reading the routing socket failed");
-                    return;
+                    errors += 1;
+                    match on_read_error(&e, errors) {
+                        ReadErrorAction::Retry => continue,
+                        ReadErrorAction::Resync => {
+                            // Messages may be lost: start over, as on a netlink overrun.
+                            tracing::info!(error = %e, "routing socket read failed; resyncing");
+                            links = LinkStates::default();
+                            if tx.send(Change::new(ChangeKind::Resync)).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        ReadErrorAction::GiveUp => {
+                            tracing::warn!(error = %e, "the routing socket keeps failing; monitor stopped");
+                            return;
+                        }
+                    }
                 }
             };
+            errors = 0;
             let change = match parse_change(&buf[..n]) {
                 Ok(Some(c)) => c,
                 Ok(None) => continue,

@@ -122,17 +122,63 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
             }
         };
         let addresses = host.addresses.as_deref()?;
+        let proposed_row = addresses
+            .iter()
+            .find(|a| a.address == proposed && a.interface == interface.luid)?;
         let usable = choose_source(
-            &addresses
-                .iter()
-                .filter(|a| a.address == proposed)
-                .cloned()
-                .collect::<Vec<_>>(),
+            std::slice::from_ref(proposed_row),
             interface.luid,
             destination,
-        );
-        usable
+        )?;
+        // Windows prefers temporary IPv6 addresses by default (RFC 6724 rule 7), so
+        // GetBestRoute2 often answers one; a temporary address rotates away under a long flow
+        // (DESIGN §3.16), so a stable usable address of the same interface wins. Temporary is
+        // decided by the row's flags as `UnicastAddress::is_temporary` reads them: an IPv6
+        // address whose suffix origin is `Random`. Where Windows randomizes the identifiers
+        // of public SLAAC addresses too (RandomizeIdentifiers, the default), those report
+        // `Random` as well and count as temporary here: the OS's answer is then kept when no
+        // address of the interface has a stable suffix (link-layer, manual, DHCP), which is
+        // the best the row's flags can tell.
+        if proposed_row.is_temporary() {
+            let stable = choose_source(addresses, interface.luid, destination).filter(|&choice| {
+                addresses
+                    .iter()
+                    .any(|a| a.address == choice && !a.is_temporary())
+            });
+            if let Some(stable) = stable {
+                return Some(stable);
+            }
+        }
+        Some(usable)
     }
+}
+
+/// The index of the interface owning `source` in `host`'s address table: what a datagram
+/// with an explicit source is stamped with. Windows, like for TCP (DESIGN §3.7), does not
+/// promise to choose the interface from the source alone; index 0 in `IP_PKTINFO` leaves the
+/// choice to the route lookup, which may pick the tunnel. The tunnel's own address is
+/// [`ResolveError::NoRoute`] (the datagram would enter it); an address no interface owns, or
+/// a host without an address table, is `Ok(None)` (Windows refuses a foreign source itself).
+pub fn interface_owning(
+    host: &HostTables,
+    tunnel: &Tunnel,
+    source: IpAddr,
+) -> Result<Option<u32>, ResolveError> {
+    let Some(addresses) = host.addresses.as_deref() else {
+        return Ok(None);
+    };
+    let Some(owner) = addresses.iter().find(|a| a.address == source) else {
+        return Ok(None);
+    };
+    if tunnel.contains(owner.interface) {
+        return Err(ResolveError::NoRoute);
+    }
+    Ok(host
+        .interfaces
+        .iter()
+        .find(|i| i.luid == owner.interface)
+        .map(|i| i.index)
+        .filter(|&index| index != 0))
 }
 
 impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
@@ -159,6 +205,10 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
             .and_then(|interface| self.source_on(&host, interface, destination))
             .unwrap_or(path.source);
         Ok(Path { source, ..path })
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        interface_owning(&self.host.snapshot()?, &self.tunnel, source)
     }
 
     /// Pins the stream to the resolved interface. A path without an interface index cannot
@@ -402,6 +452,46 @@ mod tests {
     }
 
     #[test]
+    fn a_temporary_os_source_gives_way_to_a_stable_one_of_the_same_interface() {
+        let mut tables = host();
+        tables.interfaces[1].ipv6_metric = Some(25);
+        tables.routes.push(route("::/0", ETH, 0));
+        let mut stable = address("2001:db8:1::5", ETH);
+        stable.prefix_length = 64;
+        stable.prefix_origin = PrefixOrigin::RouterAdvertisement;
+        stable.suffix_origin = SuffixOrigin::LinkLayerAddress;
+        let mut temporary = stable.clone();
+        temporary.address = ip("2001:db8:1::7e3a");
+        temporary.suffix_origin = SuffixOrigin::Random;
+        tables
+            .addresses
+            .as_mut()
+            .unwrap()
+            .extend([temporary, stable]);
+        // GetBestRoute2 answers the temporary one, as Windows prefers by default.
+        let mut fake = FakeHost::new(tables.clone());
+        fake.os_source = Some(Ok(Some(ip("2001:db8:1::7e3a"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("2001:db8:9::1")).unwrap().source,
+            ip("2001:db8:1::5")
+        );
+        // Only temporary (random-suffix) addresses: the OS's answer stands.
+        tables
+            .addresses
+            .as_mut()
+            .unwrap()
+            .retain(|a| a.address != ip("2001:db8:1::5"));
+        let mut fake = FakeHost::new(tables);
+        fake.os_source = Some(Ok(Some(ip("2001:db8:1::7e3a"))));
+        let s = strategy(fake);
+        assert_eq!(
+            s.resolve(ip("2001:db8:9::1")).unwrap().source,
+            ip("2001:db8:1::7e3a")
+        );
+    }
+
+    #[test]
     fn the_tunnel_is_skipped_after_a_rename() {
         let mut tables = host();
         tables.interfaces[0].alias = "Ethernet 2".into();
@@ -437,6 +527,21 @@ mod tests {
         );
         let err = refusing.pin_stream(&socket, &path).unwrap_err();
         assert_eq!(err.step(), "setsockopt(IP_UNICAST_IF)");
+    }
+
+    #[test]
+    fn an_explicit_source_is_stamped_with_the_index_of_its_own_interface() {
+        let s = strategy(FakeHost::new(host()));
+        // Ethernet's second address, although the route to the destination prefers .10.
+        assert_eq!(s.interface_for_source(ip("192.0.2.11")).unwrap(), Some(2));
+        assert_eq!(s.interface_for_source(ip("198.51.100.3")).unwrap(), Some(3));
+        // Not an address of this host: nothing to stamp, Windows refuses the source itself.
+        assert_eq!(s.interface_for_source(ip("203.0.113.50")).unwrap(), None);
+        // The tunnel's own address: the datagram would enter the tunnel, so it is dropped.
+        assert!(matches!(
+            s.interface_for_source(ip("192.0.2.40")),
+            Err(ResolveError::NoRoute)
+        ));
     }
 
     #[test]

@@ -4,11 +4,22 @@ use socket2::{Domain, Socket};
 
 pub mod apple;
 pub mod best_route;
+// Compiled everywhere so its rules are tested on every OS; used by the Windows notifications.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod callback_thread;
+// Compiled everywhere so its layout tests run on every OS; used on Apple only.
+#[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
+pub(crate) mod darwin_control;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub(crate) mod mib_rows;
 #[cfg(unix)]
 pub mod protect;
 pub(crate) mod send_error;
+pub(crate) mod send_path;
+// Compiled everywhere so its codes are tested on every OS; the ioctls run on Windows only.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod udp_reset;
 #[cfg(windows)]
 pub mod windows;
 #[cfg(any(windows, test))]

@@ -32,6 +32,17 @@ pub enum ProtectFailure {
 /// Implemented for closures `Fn(RawFd) -> Result<(), ProtectFailure>` and for `Arc<P>`;
 /// object-safe, so an `Arc<dyn Protector>` works too. Calls come from whichever
 /// thread creates the socket (attach it to the JVM as needed) and must not block for long.
+///
+/// # Ownership of the descriptor
+/// The fd is **borrowed** for the call: loopguard owns the socket before, during and after
+/// it, and closes it when its socket is dropped. The host must neither close it nor take
+/// ownership of it: `VpnService.protect(int)` and `Network.bindSocket(FileDescriptor)` only
+/// borrow, but `ParcelFileDescriptor.adoptFd(fd)` takes ownership and closes the socket when
+/// the parcel is closed or collected, behind loopguard's back (and a later socket may then
+/// reuse the number). Where the Java side needs a `ParcelFileDescriptor` or
+/// `FileDescriptor`, use `ParcelFileDescriptor.fromFd(fd)` (which duplicates) and close that
+/// copy. [`ProtectHook`] checks after each call that `fd` is still open and still the same
+/// socket; if not, the socket is refused with a [`ProtectionError`].
 pub trait Protector: Send + Sync + 'static {
     /// Exempts socket `fd` from the tunnel: `VpnService.protect(fd)`.
     fn protect(&self, fd: RawFd) -> Result<(), ProtectFailure>;
@@ -95,12 +106,39 @@ impl<P> fmt::Debug for ProtectHook<P> {
 impl<P: Protector> Strategy for ProtectHook<P> {
     fn protect(&self, socket: &socket2::Socket) -> Result<(), ProtectionError> {
         let fd = socket.as_raw_fd();
+        let ours = identity(fd).map_err(|e| ProtectionError::new("fstat", e, None))?;
         self.protector
             .protect(fd)
             .map_err(|e| to_protection_error("VpnService.protect", e))?;
+        still_ours(fd, ours, "VpnService.protect")?;
         self.protector
             .bind_network(fd)
-            .map_err(|e| to_protection_error("Network.bindSocket", e))
+            .map_err(|e| to_protection_error("Network.bindSocket", e))?;
+        still_ours(fd, ours, "Network.bindSocket")
+    }
+}
+
+/// The (device, inode) pair that names the open file behind `fd`.
+fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is valid; fstat only writes it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes for the duration of the call.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between Unixes
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Fails when the host closed `fd` or put another file under its number during `step`.
+fn still_ours(fd: RawFd, ours: (u64, u64), step: &'static str) -> Result<(), ProtectionError> {
+    match identity(fd) {
+        Ok(now) if now == ours => Ok(()),
+        Ok(_) | Err(_) => Err(ProtectionError::new(
+            step,
+            io::Error::other("the host closed or replaced the socket's descriptor"),
+            Some("borrow the fd, never adopt it: no ParcelFileDescriptor.adoptFd (use fromFd, which duplicates)"),
+        )),
     }
 }
 

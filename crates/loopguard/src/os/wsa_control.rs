@@ -5,10 +5,19 @@
 //! - a pinned source travels as `IP_PKTINFO` / `IPV6_PKTINFO`, with the interface index
 //!   when the resolver gave one (quinn-udp always writes index 0 for IPv4, which is why the
 //!   Windows send path is ours);
-//! - `IP_PKTINFO` is never the only control message (DESIGN §3.8: a buffer holding only
-//!   it can be stripped before filter drivers see it): `IP_ECN` / `IPV6_ECN` always goes
-//!   with it, carrying the datagram's ECN bits or 0 (Not-ECT, what an unmarked datagram
-//!   carries anyway);
+//! - `IP_PKTINFO` is never the only control message where the provider supports ECN (a
+//!   buffer holding only it can be stripped before filter drivers see it): `IP_ECN` /
+//!   `IPV6_ECN` goes with it, carrying the datagram's ECN bits or 0 (Not-ECT, what an
+//!   unmarked datagram carries anyway);
+//! - ECN is attached only where the provider supports it (the socket's capability, probed
+//!   once, as quinn-udp does with `IP_RECVECN`): a provider without it (Windows before build
+//!   20348, Wine) may fail the whole send on an unknown control message, so there PKTINFO
+//!   travels alone rather than not at all;
+//! - CE is never sent: "Your application isn't allowed to specify the Congestion Encountered
+//!   (CE) code point when sending datagrams. The send will return with error WSAEINVAL"
+//!   (Win32 docs, "Winsock explicit congestion notification (ECN)"). A CE request is sent as
+//!   ECT(0), the ECN-capable mark it implies; a WSAEINVAL there would otherwise read as
+//!   "source gone" or "USO refused";
 //! - a GSO batch carries `UDP_SEND_MSG_SIZE` (USO).
 //!
 //! Layout (`WSA_CMSG_*` macros of `ws2def.h`): a header `{ SIZE_T cmsg_len; INT cmsg_level;
@@ -93,14 +102,20 @@ impl Control {
     }
 }
 
+/// ECN codepoints as Winsock carries them (an `INT`).
+const ECT_0: i32 = 0b10;
+const CE: i32 = 0b11;
+
 /// The control messages for one send: `src` (with `interface`) as PKTINFO plus ECN beside
-/// it, ECN alone when only ECN bits are set, and the segment size of a GSO batch.
+/// it, ECN alone when only ECN bits are set, and the segment size of a GSO batch. ECN
+/// messages only when `ecn_supported` (the provider's capability for this family).
 pub(crate) fn for_datagram(
     destination: SocketAddr,
     src: Option<IpAddr>,
     interface: Option<u32>,
     ecn: Option<u8>,
     segment_size: Option<usize>,
+    ecn_supported: bool,
 ) -> Control {
     let mut control = Control::new();
     // The level follows the source when there is one, else the destination (an IPv4-mapped
@@ -131,9 +146,12 @@ pub(crate) fn for_datagram(
         }
         None => {}
     }
-    if src.is_some() || ecn.is_some() {
-        // An INT (winsock-ecn); never PKTINFO alone.
-        let bits = i32::from(ecn.unwrap_or(0) & 0b11);
+    if ecn_supported && (src.is_some() || ecn.is_some()) {
+        // An INT (winsock-ecn); never PKTINFO alone; never CE.
+        let bits = match i32::from(ecn.unwrap_or(0) & 0b11) {
+            CE => ECT_0,
+            bits => bits,
+        };
         control.push(level, ECN, &bits.to_ne_bytes());
     }
     if let Some(size) = segment_size {
@@ -175,6 +193,7 @@ mod tests {
             Some(7),
             None,
             None,
+            true,
         );
         let messages = decode(c.bytes());
         assert_eq!(messages.len(), 2, "{messages:?}");
@@ -198,6 +217,7 @@ mod tests {
             Some(12),
             Some(0b10),
             Some(1200),
+            true,
         );
         let messages = decode(c.bytes());
         assert_eq!(messages.len(), 3, "{messages:?}");
@@ -224,9 +244,16 @@ mod tests {
 
     #[test]
     fn no_source_gives_no_pktinfo_and_nothing_at_all_without_ecn() {
-        let c = for_datagram(dst("203.0.113.9:443"), None, None, None, None);
+        let c = for_datagram(dst("203.0.113.9:443"), None, None, None, None, true);
         assert!(c.bytes().is_empty());
-        let c = for_datagram(dst("[::ffff:203.0.113.9]:443"), None, None, Some(1), None);
+        let c = for_datagram(
+            dst("[::ffff:203.0.113.9]:443"),
+            None,
+            None,
+            Some(1),
+            None,
+            true,
+        );
         assert_eq!(
             decode(c.bytes()),
             vec![(IPPROTO_IP, ECN, 1i32.to_ne_bytes().to_vec())]
@@ -241,9 +268,43 @@ mod tests {
             None,
             None,
             None,
+            true,
         );
         let messages = decode(c.bytes());
         assert_eq!(&messages[0].2[4..8], &[0, 0, 0, 0]);
         assert_eq!(messages.len(), 2);
+    }
+
+    #[test]
+    fn congestion_experienced_is_never_sent_and_ect_bits_pass_unchanged() {
+        let ecn_of = |bits: u8| {
+            let c = for_datagram(dst("203.0.113.9:443"), None, None, Some(bits), None, true);
+            let messages = decode(c.bytes());
+            assert_eq!(messages.len(), 1);
+            assert_eq!((messages[0].0, messages[0].1), (IPPROTO_IP, ECN));
+            i32::from_ne_bytes(messages[0].2[..4].try_into().unwrap())
+        };
+        // Winsock ECN: CE on send is WSAEINVAL.
+        assert_eq!(ecn_of(0b11), 0b10);
+        assert_eq!(ecn_of(0b10), 0b10);
+        assert_eq!(ecn_of(0b01), 0b01);
+        assert_eq!(ecn_of(0b00), 0b00);
+    }
+
+    #[test]
+    fn without_provider_ecn_support_no_ecn_message_is_attached() {
+        let c = for_datagram(
+            dst("203.0.113.9:443"),
+            Some("192.0.2.10".parse().unwrap()),
+            Some(7),
+            Some(0b10),
+            None,
+            false,
+        );
+        let messages = decode(c.bytes());
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!((messages[0].0, messages[0].1), (IPPROTO_IP, PKTINFO));
+        let c = for_datagram(dst("203.0.113.9:443"), None, None, Some(0b10), None, false);
+        assert!(c.bytes().is_empty());
     }
 }

@@ -56,6 +56,12 @@ pub(super) fn route_get(
         if reply.kind != RTM_GET || reply.pid != pid || reply.seq != seq {
             continue;
         }
+        // A failed request comes back as sent (destination only); an answer must be about
+        // the address asked for.
+        if reply.errno == 0 && !reply.covers(destination) {
+            tracing::debug!(%destination, "RTM_GET reply for another address skipped");
+            continue;
+        }
         return match reply.errno {
             0 => Ok(reply),
             ESRCH => Err(ResolveError::NoRoute),

@@ -19,14 +19,14 @@
 //!   `IP_BOUND_IF` / `IPV6_BOUND_IF` to the resolved interface, so the SYN and everything
 //!   after it leave by that interface whatever the routing table says.
 //! - **UDP**: per destination, through the factory's shared path cache. A datagram sent with
-//!   `src: None` carries the resolved source address (a control message per datagram); the
-//!   interface index is not stamped, because the send path (quinn-udp) sets no interface in
-//!   its packet-info control messages. Keeping such datagrams out of the tunnel then relies
-//!   on Darwin's scoped routing choosing the interface that owns the source address; this
-//!   project has not verified that on a device. A UDP socket that has one peer, or that
-//!   should follow one uplink, can be pinned per socket with `bind_to_interface`
-//!   (`IP_BOUND_IF`), which does not depend on it. Stamping the interface per datagram
-//!   (`IP_PKTINFO` with `ipi_ifindex`) would remove the doubt and needs a send-path change.
+//!   `src: None` carries the resolved source *and* interface index in `IP_PKTINFO` /
+//!   `IPV6_PKTINFO` (our own `sendmsg`, `udp_send`; quinn-udp's `IP_RECVDSTADDR` is ignored
+//!   by xnu on send). xnu gives the index precedence (bsd/netinet/udp_usrreq.c
+//!   `udp_check_pktinfo`): the datagram is scoped to that interface, whatever the routing
+//!   table says. A datagram with an explicit source is stamped with the index of the
+//!   interface owning it; a source on the tunnel is dropped with `HostUnreachable`. The
+//!   layout is tested byte by byte on every OS ([`crate::os`]'s `darwin_control`), not yet on
+//!   a device.
 //!
 //! # Routing messages
 //! [`route_message`] builds `RTM_GET` requests and parses replies. It is pure code, compiled
@@ -46,6 +46,8 @@ pub mod route_events;
 pub mod route_message;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod strategy;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub(crate) mod udp_send;
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub use strategy::{bind_to_interface, AppleGuard, BoundInterface, NetworkExtension};

@@ -297,3 +297,29 @@ impl LinkStates {
         }
     }
 }
+
+/// Consecutive read errors after which the monitor gives up on its routing socket.
+pub const MAX_CONSECUTIVE_READ_ERRORS: u32 = 16;
+
+/// What the monitor does after reading its routing socket failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadErrorAction {
+    /// Interrupted or not ready: read again.
+    Retry,
+    /// Messages may have been lost (`ENOBUFS` when the socket's buffer overflowed, or any
+    /// other error): report [`ChangeKind::Resync`] and forget the link states, as the Linux
+    /// monitor does on a netlink overrun, then keep reading.
+    Resync,
+    /// The socket keeps failing: stop, with a warning.
+    GiveUp,
+}
+
+/// The monitor's rule for a failed read, `consecutive` counting this one.
+pub fn on_read_error(err: &std::io::Error, consecutive: u32) -> ReadErrorAction {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::Interrupted | ErrorKind::WouldBlock => ReadErrorAction::Retry,
+        _ if consecutive >= MAX_CONSECUTIVE_READ_ERRORS => ReadErrorAction::GiveUp,
+        _ => ReadErrorAction::Resync,
+    }
+}

@@ -30,7 +30,10 @@
 //! bytes dropped, family 0): they are read in the destination's family.
 
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 /// Size of Darwin's `struct rt_msghdr`.
 pub const HEADER_LEN: usize = 92;
@@ -194,6 +197,27 @@ impl RouteMessage {
             .map(|l| l.name.as_str())
     }
 
+    /// Whether this reply can be the answer about `address`: the route's destination and
+    /// netmask (or host flag) cover it. Every routing socket of the system receives every
+    /// reply (xnu bsd/net/rtsock.c `route_output` hands it to `raw_input`, which copies to
+    /// each `AF_ROUTE` socket), so pid and sequence number alone can match another lookup of
+    /// this process; a reply whose route does not contain the address asked for is not ours.
+    /// A reply without a destination, or of another family, covers nothing.
+    pub fn covers(&self, address: IpAddr) -> bool {
+        let Some(destination) = self.destination.as_ref().and_then(RouteAddr::ip) else {
+            return false;
+        };
+        if destination.is_ipv4() != address.is_ipv4() {
+            return false;
+        }
+        let full = if address.is_ipv4() { 32 } else { 128 };
+        // No netmask and no host flag: only the destination itself is certain.
+        let len = self.prefix_len().unwrap_or(full);
+        ipnet::IpNet::new(destination, len)
+            .map(|net| net.trunc().contains(&address))
+            .unwrap_or(false)
+    }
+
     /// Prefix length of the matched route: the full length for a host route, the netmask's
     /// leading one bits otherwise, `None` when neither tells.
     pub fn prefix_len(&self) -> Option<u8> {
@@ -262,6 +286,22 @@ const SLOT_NAMES: [&str; RTAX_MAX] = [
     "author",
     "broadcast",
 ];
+
+/// The next `rtm_seq` for this process. One counter for every lookup of the process (two
+/// strategies each counting from 1 would take each other's replies, which reach every
+/// routing socket), starting at a random point so another process's pid reuse is unlikely to
+/// collide either. The hash keys of `RandomState` are the standard library's per-process
+/// random seed.
+#[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
+pub(crate) fn next_seq() -> i32 {
+    static SEQ: OnceLock<AtomicI32> = OnceLock::new();
+    SEQ.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        AtomicI32::new(hasher.finish() as i32 & i32::MAX)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
 
 /// Builds an `RTM_GET` request for `destination` with sequence number `seq`, asking for the
 /// outgoing interface too (`RTA_IFP`). With `scope`, the lookup is limited to routes of that
@@ -494,6 +534,73 @@ mod tests {
         assert_eq!(sockaddr_space(20), 20);
         assert_eq!(sockaddr_space(28), 28);
         assert_eq!(sockaddr_space(255), 256);
+    }
+
+    fn reply(destination: &str, netmask: Option<RouteAddr>, flags: u32) -> RouteMessage {
+        RouteMessage {
+            kind: RTM_GET,
+            index: 4,
+            flags,
+            addrs: RTA_DST | RTA_NETMASK,
+            pid: 1,
+            seq: 9,
+            errno: 0,
+            destination: Some(match destination.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(a) => RouteAddr::V4(a),
+                IpAddr::V6(a) => RouteAddr::V6 {
+                    addr: a,
+                    scope_id: 0,
+                },
+            }),
+            gateway: None,
+            netmask,
+            interface: None,
+            interface_addr: None,
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_are_shared_by_the_process_and_do_not_start_at_one() {
+        // Two lookups (two strategies in one process) never get the same number.
+        let a = next_seq();
+        let b = next_seq();
+        assert_ne!(a, b);
+        assert!(a >= 0 || b >= 0);
+        // Randomly seeded: every instance counting from 1 is what made replies collide
+        // (a 1-in-2^31 chance of a false failure here).
+        assert_ne!(a, 1);
+    }
+
+    #[test]
+    fn a_reply_is_ours_only_when_its_route_covers_the_address_asked_for() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lan = reply(
+            "192.0.2.0",
+            Some(RouteAddr::V4("255.255.255.0".parse().unwrap())),
+            RTF_UP,
+        );
+        assert!(lan.covers(ip("192.0.2.77")));
+        // Another lookup of this process with the same pid and sequence number.
+        assert!(!lan.covers(ip("203.0.113.9")));
+        assert!(!lan.covers(ip("2001:db8::1")));
+        let default = reply("0.0.0.0", Some(RouteAddr::Empty), RTF_UP | RTF_GATEWAY);
+        assert!(default.covers(ip("203.0.113.9")));
+        let host = reply("198.51.100.5", None, RTF_UP | RTF_HOST);
+        assert!(host.covers(ip("198.51.100.5")));
+        assert!(!host.covers(ip("198.51.100.6")));
+        let v6 = reply(
+            "2001:db8::",
+            Some(RouteAddr::V6 {
+                addr: "ffff:ffff::".parse().unwrap(),
+                scope_id: 0,
+            }),
+            RTF_UP,
+        );
+        assert!(v6.covers(ip("2001:db8:5::1")));
+        assert!(!v6.covers(ip("2001:db9::1")));
+        let mut none = lan.clone();
+        none.destination = None;
+        assert!(!none.covers(ip("192.0.2.77")));
     }
 
     #[test]

@@ -5,11 +5,10 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::interfaces::{self, Interface};
 use super::lookup::route_get;
-use super::route_message::RouteMessage;
+use super::route_message::{next_seq, RouteMessage};
 use super::{choose, AppleMode};
 use crate::{Path, ProtectionError, ResolveError, Strategy};
 
@@ -24,7 +23,6 @@ use crate::{Path, ProtectionError, ResolveError, Strategy};
 #[derive(Debug)]
 pub struct BoundInterface {
     tunnel: String,
-    seq: AtomicI32,
 }
 
 impl BoundInterface {
@@ -32,7 +30,6 @@ impl BoundInterface {
     pub fn new(tunnel: impl Into<String>) -> Self {
         BoundInterface {
             tunnel: tunnel.into(),
-            seq: AtomicI32::new(1),
         }
     }
 
@@ -42,7 +39,7 @@ impl BoundInterface {
     }
 
     fn get(&self, destination: IpAddr, scope: Option<u16>) -> Result<RouteMessage, ResolveError> {
-        route_get(destination, scope, self.seq.fetch_add(1, Ordering::Relaxed))
+        route_get(destination, scope, next_seq())
     }
 
     fn enters_tunnel(&self, reply: &RouteMessage, tunnel_index: u32) -> bool {
@@ -57,38 +54,30 @@ impl BoundInterface {
         tunnel_index: u32,
         interfaces: &[Interface],
     ) -> Result<RouteMessage, ResolveError> {
-        let mut found = Vec::new();
-        for iface in interfaces {
-            let candidate = iface.usable
+        let candidates = interfaces.iter().filter(|iface| {
+            iface.usable
                 && !iface.loopback
                 && iface.index != tunnel_index
                 && iface.name != self.tunnel
+                && u16::try_from(iface.index).is_ok_and(|scope| scope != 0)
                 && iface
                     .addrs
                     .iter()
-                    .any(|a| choose::usable_source(destination, *a));
-            let Ok(scope) = u16::try_from(iface.index) else {
-                continue;
-            };
-            if !candidate || scope == 0 {
-                continue;
+                    .any(|a| choose::usable_source(destination, *a))
+        });
+        let mut found = Vec::new();
+        let best = choose::scoped_search(candidates.map(|i| i.index), |index| {
+            let scope = index as u16; // checked above
+            let reply = self.get(destination, Some(scope))?;
+            // A scoped lookup can still fall back to an unscoped route: only a route that
+            // really stays on this interface counts.
+            if reply.index != scope || self.enters_tunnel(&reply, tunnel_index) {
+                return Ok(None);
             }
-            match self.get(destination, Some(scope)) {
-                // A scoped lookup can still fall back to an unscoped route: only a route
-                // that really stays on this interface counts.
-                Ok(reply) if reply.index == scope && !self.enters_tunnel(&reply, tunnel_index) => {
-                    found.push(reply)
-                }
-                Ok(_) | Err(ResolveError::NoRoute) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let best = choose::best_scoped(
-            found
-                .iter()
-                .map(|r| (u32::from(r.index), r.prefix_len().unwrap_or(0))),
-        )
-        .ok_or(ResolveError::NoRoute)?;
+            let prefix = reply.prefix_len().unwrap_or(0);
+            found.push(reply);
+            Ok(Some(prefix))
+        })?;
         found
             .into_iter()
             .find(|r| u32::from(r.index) == best)
@@ -127,6 +116,19 @@ impl Strategy for BoundInterface {
             source,
             interface: (index != 0).then_some(index),
         })
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        let tunnel_index = interfaces::index_of(&self.tunnel);
+        let interfaces = interfaces::list()?;
+        choose::owner_of(
+            source,
+            interfaces.iter().map(|i| {
+                let is_tunnel =
+                    i.name == self.tunnel || (tunnel_index != 0 && i.index == tunnel_index);
+                (i.index, is_tunnel, i.addrs.as_slice())
+            }),
+        )
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
@@ -213,6 +215,10 @@ impl Strategy for AppleGuard {
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         self.inner().resolve(destination)
+    }
+
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        self.inner().interface_for_source(source)
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {

@@ -21,16 +21,6 @@ impl<T> Drop for MibTable<T> {
     }
 }
 
-/// The rows of a `{ NumEntries: u32, Table: [Row; 1] }` table.
-///
-/// # Safety
-/// `table` must point to such a table as the IP Helper API returns it, alive for `'a`, and
-/// `first` must point to its `Table` field.
-pub(super) unsafe fn rows<'a, R>(num_entries: u32, first: *const R) -> &'a [R] {
-    // SAFETY: the API allocates `NumEntries` contiguous rows starting at `Table`.
-    unsafe { std::slice::from_raw_parts(first, num_entries as usize) }
-}
-
 /// A Win32 error code as an `io::Error` that keeps the raw code (callers match on it, e.g.
 /// `ERROR_NOT_SUPPORTED` from Wine); the failed call is logged at debug level.
 pub(super) fn win32(call: &str, code: WIN32_ERROR) -> io::Error {

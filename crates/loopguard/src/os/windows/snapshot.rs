@@ -7,7 +7,8 @@ use ipnet::IpNet;
 use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetBestRoute2, GetIpForwardTable2, GetIpInterfaceEntry, GetUnicastIpAddressTable,
-    MIB_IPFORWARD_ROW2, MIB_IPFORWARD_TABLE2, MIB_IPINTERFACE_ROW, MIB_UNICASTIPADDRESS_TABLE,
+    MIB_IPFORWARD_ROW2, MIB_IPFORWARD_TABLE2, MIB_IPINTERFACE_ROW, MIB_UNICASTIPADDRESS_ROW,
+    MIB_UNICASTIPADDRESS_TABLE,
 };
 use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
 use windows_sys::Win32::Networking::WinSock::{
@@ -15,9 +16,10 @@ use windows_sys::Win32::Networking::WinSock::{
 };
 
 use super::adapters::{adapters, Adapter};
-use super::mib::{from_sockaddr_inet, rows, to_sockaddr_inet, win32, MibTable};
+use super::mib::{from_sockaddr_inet, to_sockaddr_inet, win32, MibTable};
 use super::wine;
 use crate::os::best_route::HostSnapshot;
+use crate::os::mib_rows::mib_rows;
 use crate::route::{
     AddressState, HostTables, Interface, Luid, PrefixOrigin, Route, SuffixOrigin, UnicastAddress,
 };
@@ -135,7 +137,7 @@ fn forward_table(family: ADDRESS_FAMILY) -> io::Result<Vec<Route>> {
         return Ok(Vec::new());
     }
     // SAFETY: a table the API returned, alive until `table` drops at the end of this function.
-    let rows = unsafe { rows((*table.0).NumEntries, (*table.0).Table.as_ptr()) };
+    let rows: &[MIB_IPFORWARD_ROW2] = unsafe { mib_rows!(table.0) };
     Ok(rows.iter().filter_map(route).collect())
 }
 
@@ -164,7 +166,7 @@ fn unicast_addresses() -> io::Result<Vec<UnicastAddress>> {
         return Ok(Vec::new());
     }
     // SAFETY: a table the API returned, alive until `table` drops.
-    let rows = unsafe { rows((*table.0).NumEntries, (*table.0).Table.as_ptr()) };
+    let rows: &[MIB_UNICASTIPADDRESS_ROW] = unsafe { mib_rows!(table.0) };
     Ok(rows
         .iter()
         .filter_map(|row| {

@@ -1,0 +1,97 @@
+//! The one datagram send of each OS, chosen here at module level (quinn-udp's shape), so
+//! [`UdpSocket`](crate::UdpSocket) asks for the path once per batch and hands the batch to
+//! [`send`] without a `cfg` of its own:
+//! - Linux, Android and other Unixes: quinn-udp (GSO, `IP_PKTINFO` with the source; the mark
+//!   or the protect hook choose the interface);
+//! - macOS, iOS: `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO` carrying source *and*
+//!   interface ([`darwin_control`](super::darwin_control)), because xnu ignores quinn-udp's
+//!   `IP_RECVDSTADDR` on send;
+//! - Windows: `WSASendMsg` with PKTINFO carrying the interface index, ECN where the provider
+//!   supports it and USO ([`wsa_control`](super::wsa_control)).
+//!
+//! Errors come back raw; [`send_error`](super::send_error) classifies them.
+
+use std::io;
+
+use quinn_udp::{Transmit, UdpSocketState};
+
+/// What the OS send needs to know about one socket, probed once when it is made.
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) struct Capabilities {
+    /// The provider takes ECN control messages on IPv4 (IPv4-mapped) sends.
+    pub(crate) ecn_v4: bool,
+    /// The provider takes ECN control messages on IPv6 sends.
+    pub(crate) ecn_v6: bool,
+}
+
+pub(crate) use imp::{capabilities, send};
+
+#[cfg(windows)]
+mod imp {
+    use super::*;
+
+    /// Probes the ECN support quinn-udp found when it enabled `IP_RECVECN`.
+    pub(crate) fn capabilities(socket: &tokio::net::UdpSocket) -> Capabilities {
+        crate::os::windows::udp_send::capabilities(socket)
+    }
+
+    /// `WSASendMsg` with our control messages.
+    pub(crate) fn send(
+        socket: &tokio::net::UdpSocket,
+        _state: &UdpSocketState,
+        caps: Capabilities,
+        transmit: &Transmit<'_>,
+        interface: Option<u32>,
+    ) -> io::Result<()> {
+        crate::os::windows::udp_send::send(socket, transmit, interface, caps)
+    }
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod imp {
+    use super::*;
+
+    /// Nothing to probe: Darwin takes `IP_TOS` / `IPV6_TCLASS` on send.
+    pub(crate) fn capabilities(_socket: &tokio::net::UdpSocket) -> Capabilities {
+        Capabilities {
+            ecn_v4: true,
+            ecn_v6: true,
+        }
+    }
+
+    /// `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO`; one datagram (Darwin has no GSO).
+    pub(crate) fn send(
+        socket: &tokio::net::UdpSocket,
+        _state: &UdpSocketState,
+        _caps: Capabilities,
+        transmit: &Transmit<'_>,
+        interface: Option<u32>,
+    ) -> io::Result<()> {
+        crate::os::apple::udp_send::send(socket, transmit, interface)
+    }
+}
+
+#[cfg(not(any(windows, target_os = "macos", target_os = "ios")))]
+mod imp {
+    use quinn_udp::UdpSockRef;
+
+    use super::*;
+
+    /// quinn-udp decides on ECN itself.
+    pub(crate) fn capabilities(_socket: &tokio::net::UdpSocket) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// quinn-udp's send. The interface is not stamped: the mark (Linux) or the protect
+    /// hook (Android) already keep the socket out of the tunnel.
+    pub(crate) fn send(
+        socket: &tokio::net::UdpSocket,
+        state: &UdpSocketState,
+        _caps: Capabilities,
+        transmit: &Transmit<'_>,
+        _interface: Option<u32>,
+    ) -> io::Result<()> {
+        state.try_send(UdpSockRef::from(socket), transmit)
+    }
+}
