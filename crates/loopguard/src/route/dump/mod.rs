@@ -67,8 +67,42 @@ pub struct UnreadLine {
 pub struct TextDump {
     /// What was read.
     pub tables: HostTables,
-    /// Data-looking lines that fit no row.
+    /// The first [`KEPT_UNREAD`] data-looking lines that fit no row.
     pub unread: Vec<UnreadLine>,
+    /// How many such lines there were in all (at least `unread.len()`).
+    pub unread_total: usize,
+}
+
+/// How many unread lines a text reader keeps with their text; the others are only counted,
+/// so garbage input costs bounded memory and output whatever its size.
+pub const KEPT_UNREAD: usize = 20;
+
+/// How many characters of an unread line are kept.
+const KEPT_CHARS: usize = 200;
+
+/// Collects unread lines, keeping the first [`KEPT_UNREAD`] (cut to [`KEPT_CHARS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Unread {
+    kept: Vec<UnreadLine>,
+    total: usize,
+}
+
+impl Unread {
+    /// Records line `line` (counted from 1).
+    pub(crate) fn push(&mut self, line: usize, text: &str) {
+        self.total += 1;
+        if self.kept.len() < KEPT_UNREAD {
+            self.kept.push(UnreadLine {
+                line,
+                text: text.chars().take(KEPT_CHARS).collect(),
+            });
+        }
+    }
+
+    /// The kept lines and the total count.
+    pub(crate) fn finish(self) -> (Vec<UnreadLine>, usize) {
+        (self.kept, self.total)
+    }
 }
 
 /// Turns a dump's bytes into text whatever the shell wrote: UTF-8 with or without a BOM, or
