@@ -2,6 +2,7 @@
 //! offline from dumps a user sent, with every candidate route and why it lost. One module per
 //! OS; [`output`] prints the same shape for all of them.
 
+mod linux;
 mod output;
 mod windows;
 
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use loopguard::route::dump;
+
+use crate::UsageError;
 
 /// How users produce the dumps; shown in `--help` and the README.
 const DUMP_HELP: &str = "\
@@ -26,13 +29,21 @@ interfaces.json --windows-addresses addresses.json --tunnel <alias or index> <DS
 Text pasted into a bug report works too: `route print > route-print.txt` (name the tunnel by
 its IPv4 address and by its index: --tunnel 203.0.113.2 --tunnel 24), or the table
 `Get-NetRoute` prints (--windows-netroute-table; add --windows-addresses for sources).
-Files may be UTF-8 (with or without BOM) or UTF-16, in any display language.";
+Files may be UTF-8 (with or without BOM) or UTF-16, in any display language.
+
+Linux (no root needed): ip rule > rules.txt; ip -6 rule >> rules.txt;
+  ip route show table all > routes.txt; ip -6 route show table all >> routes.txt
+(or the same with `ip -j`), then: loopguard route explain --linux-rules rules.txt \
+--linux-routes routes.txt [--mark 0x3047] [--from ADDR] --tunnel wg0 <DST>...";
 
 /// Arguments of `loopguard route explain`.
 #[derive(Args, Debug)]
 #[command(
     after_long_help = DUMP_HELP,
-    group(ArgGroup::new("routes").required(true).args(["windows_routes", "windows_route_print", "windows_netroute_table"]))
+    group(ArgGroup::new("routes").required(true).multiple(true).args([
+        "windows_routes", "windows_route_print", "windows_netroute_table",
+        "linux_rules", "linux_rules6",
+    ]))
 )]
 pub struct ExplainArgs {
     /// `Get-NetRoute | ConvertTo-Json` output
@@ -51,8 +62,30 @@ pub struct ExplainArgs {
     /// The table `Get-NetRoute` prints by default instead of the JSON dumps
     #[arg(long, value_name = "FILE")]
     pub windows_netroute_table: Option<PathBuf>,
-    /// The tunnel: interface alias, index or address; repeat for several (route print)
-    #[arg(long, value_name = "ALIAS_OR_INDEX", required = true)]
+    /// `ip rule` output, text or `-j` JSON; may be followed by `ip -6 rule` in the same file
+    #[arg(long, value_name = "FILE")]
+    pub linux_rules: Option<PathBuf>,
+    /// `ip -6 rule` output on its own
+    #[arg(long, value_name = "FILE")]
+    pub linux_rules6: Option<PathBuf>,
+    /// `ip route show table all` (and/or `ip -6 route show table all`) output, text or JSON;
+    /// repeat for several files. Without it the rules alone answer
+    #[arg(long, value_name = "FILE")]
+    pub linux_routes: Vec<PathBuf>,
+    /// Linux: the guarded socket's mark, decimal or 0x-hex [default: 0x3047]
+    #[arg(long, value_name = "MARK", value_parser = crate::args::parse_u32)]
+    pub mark: Option<u32>,
+    /// Linux: the bits of the mark loopguard's rule compares; the answer is also checked with
+    /// every other bit set [default: 0x30ff]
+    #[arg(long, value_name = "MASK", value_parser = crate::args::parse_u32)]
+    pub mask: Option<u32>,
+    /// Linux: the address the socket is bound to (unbound when absent, so `from` rules do not
+    /// match)
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<IpAddr>,
+    /// The tunnel: interface alias, index or address (Windows; repeat for several), or its
+    /// device name (Linux)
+    #[arg(long, value_name = "NAME", required = true)]
     pub tunnel: Vec<String>,
     /// Destinations to explain, IPv4 or IPv6
     #[arg(value_name = "DST", required = true)]
@@ -65,7 +98,29 @@ pub struct ExplainArgs {
 /// Runs `loopguard route explain`: `Ok(true)` once the dumps were read, whether or not each
 /// destination is reachable (an unreachable one is an answer, not a failure).
 pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
-    let reports = windows::explain(&args)?;
+    let windows = [
+        args.windows_routes.is_some(),
+        args.windows_route_print.is_some(),
+        args.windows_netroute_table.is_some(),
+    ];
+    let linux = args.linux_rules.is_some() || args.linux_rules6.is_some();
+    let sources = windows.iter().filter(|&&w| w).count() + usize::from(linux);
+    if sources > 1 {
+        return Err(UsageError(
+            "give the dumps of one host in one format: --windows-routes, \
+             --windows-route-print, --windows-netroute-table or --linux-rules"
+                .into(),
+        )
+        .into());
+    }
+    if !linux && (!args.linux_routes.is_empty() || args.from.is_some()) {
+        return Err(UsageError("--linux-routes and --from go with --linux-rules".into()).into());
+    }
+    let reports = if linux {
+        linux::explain(&args)?
+    } else {
+        windows::explain(&args)?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use loopguard::route::dump::TextDump;
+use loopguard::route::dump::{TextDump, UnreadLine};
 use serde_json::Value;
 
 /// How many unread lines of one file are printed; the rest are counted.
@@ -38,16 +38,20 @@ pub fn escape(text: &str) -> String {
 /// Says which lines of a text dump were skipped, so nobody trusts an answer built on half a
 /// table without knowing: the first [`SHOWN_UNREAD`], escaped, then how many more.
 pub fn warn_unread(path: &Path, dump: &TextDump) {
-    for line in warnings_for_unread(path, dump) {
+    warn_lines(path, &dump.unread, dump.unread_total);
+}
+
+/// [`warn_unread`] for any reader: the kept lines and the total count.
+pub fn warn_lines(path: &Path, unread: &[UnreadLine], total: usize) {
+    for line in warnings_for_unread(path, unread, total) {
         eprintln!("{line}");
     }
 }
 
-/// The lines [`warn_unread`] prints.
-pub fn warnings_for_unread(path: &Path, dump: &TextDump) -> Vec<String> {
+/// The lines [`warn_lines`] prints.
+pub fn warnings_for_unread(path: &Path, unread: &[UnreadLine], total: usize) -> Vec<String> {
     let file = escape(&path.display().to_string());
-    let mut lines: Vec<String> = dump
-        .unread
+    let mut lines: Vec<String> = unread
         .iter()
         .take(SHOWN_UNREAD)
         .map(|u| {
@@ -59,11 +63,10 @@ pub fn warnings_for_unread(path: &Path, dump: &TextDump) -> Vec<String> {
         })
         .collect();
     let shown = lines.len();
-    if dump.unread_total > shown {
+    if total > shown {
         lines.push(format!(
-            "warning: {file}: {} more lines could not be read ({} in all)",
-            dump.unread_total - shown,
-            dump.unread_total
+            "warning: {file}: {} more lines could not be read ({total} in all)",
+            total - shown
         ));
     }
     lines
@@ -246,7 +249,7 @@ mod tests {
             unread_total: 30_089,
             ..TextDump::default()
         };
-        let lines = warnings_for_unread(Path::new("junk.bin"), &dump);
+        let lines = warnings_for_unread(Path::new("junk.bin"), &dump.unread, dump.unread_total);
         assert_eq!(lines.len(), SHOWN_UNREAD + 1);
         assert!(lines[0].contains("\\u{7}"), "{}", lines[0]);
         assert_eq!(

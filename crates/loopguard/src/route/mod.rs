@@ -16,6 +16,7 @@
 //! `resolve`. The [`dump`] parsers read the same tables from what users paste into bug reports.
 
 pub mod dump;
+pub mod policy;
 mod select;
 mod source;
 

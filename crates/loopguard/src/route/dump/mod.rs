@@ -4,12 +4,16 @@
 //!   `ConvertTo-Json`, from Windows PowerShell 5.1 or PowerShell 7.
 //! - [`route_print`]: the text of `route print`.
 //! - [`netroute_table`]: the table `Get-NetRoute` prints by default.
+//! - [`ip_rule`] and [`ip_route`]: Linux's `ip rule` and `ip route show table all`, text or
+//!   JSON, read into the [`policy`](super::policy) model.
 //!
 //! Text is parsed by its structure, never by header words, because Windows prints headers in
 //! the user's language; lines that look like data but fit no row are returned as
 //! [`UnreadLine`]s rather than dropped silently. Parsers are pure (a file name and its text in,
 //! tables out), never panic, and name the file and the field in every error.
 
+pub mod ip_route;
+pub mod ip_rule;
 pub mod netroute_table;
 pub mod powershell;
 pub mod route_print;
@@ -147,6 +151,16 @@ pub(crate) fn looks_like_data(token: &str) -> bool {
         || (token.contains(['.', ':', '/']) && token.starts_with(|c: char| c.is_ascii_hexdigit()))
 }
 
+/// Whether a line of a pasted Linux dump is the command that made it (`$ ip -6 rule`,
+/// `root@host:~# ip route show table all`) or a comment, not output: skipped silently.
+pub(crate) fn is_command_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with(['$', '#'])
+        || t.contains("ip rule")
+        || t.contains("ip route")
+        || t.contains("ip -")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +242,10 @@ mod never_panic {
             Just("255.255.255.0".to_owned()),
             Just("12...00 15 5d ......".to_owned()),
             Just("On-link".to_owned()),
+            Just("32765:\tnot from all fwmark 0xca6c/0xff lookup ".to_owned()),
+            Just("default via 192.0.2.1 dev eth0 table local metric ".to_owned()),
+            Just("\tnexthop via fe80::1 dev ".to_owned()),
+            Just("goto ".to_owned()),
             Just("4294967296".to_owned()),
             Just("-1".to_owned()),
             Just("/129".to_owned()),
@@ -247,6 +265,8 @@ mod never_panic {
             }
             let _ = route_print::parse(&text);
             let _ = netroute_table::parse(&text);
+            let _ = ip_rule::parse("f", &text);
+            let _ = ip_route::parse("f", &text);
             let decoded = decode_text(&bytes);
             let _ = route_print::parse(&decoded);
         }
