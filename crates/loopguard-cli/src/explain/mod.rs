@@ -3,6 +3,7 @@
 //! OS; [`output`] prints the same shape for all of them.
 
 mod linux;
+mod macos;
 mod output;
 mod windows;
 
@@ -31,6 +32,9 @@ its IPv4 address and by its index: --tunnel 203.0.113.2 --tunnel 24), or the tab
 `Get-NetRoute` prints (--windows-netroute-table; add --windows-addresses for sources).
 Files may be UTF-8 (with or without BOM) or UTF-16, in any display language.
 
+macOS: netstat -rn > netstat.txt, then: loopguard route explain --macos-netstat netstat.txt \
+--tunnel utun3 <DST>...
+
 Linux (no root needed): ip rule > rules.txt; ip -6 rule >> rules.txt;
   ip route show table all > routes.txt; ip -6 route show table all >> routes.txt
 (or the same with `ip -j`), then: loopguard route explain --linux-rules rules.txt \
@@ -42,7 +46,7 @@ Linux (no root needed): ip rule > rules.txt; ip -6 rule >> rules.txt;
     after_long_help = DUMP_HELP,
     group(ArgGroup::new("routes").required(true).multiple(true).args([
         "windows_routes", "windows_route_print", "windows_netroute_table",
-        "linux_rules", "linux_rules6",
+        "linux_rules", "linux_rules6", "macos_netstat",
     ]))
 )]
 pub struct ExplainArgs {
@@ -62,6 +66,9 @@ pub struct ExplainArgs {
     /// The table `Get-NetRoute` prints by default instead of the JSON dumps
     #[arg(long, value_name = "FILE")]
     pub windows_netroute_table: Option<PathBuf>,
+    /// Text of macOS `netstat -rn` (name the tunnel by its utun: --tunnel utun3)
+    #[arg(long, value_name = "FILE")]
+    pub macos_netstat: Option<PathBuf>,
     /// `ip rule` output, text or `-j` JSON; may be followed by `ip -6 rule` in the same file
     #[arg(long, value_name = "FILE")]
     pub linux_rules: Option<PathBuf>,
@@ -84,7 +91,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "ADDR")]
     pub from: Option<IpAddr>,
     /// The tunnel: interface alias, index or address (Windows; repeat for several), or its
-    /// device name (Linux)
+    /// interface name (macOS `utunN`, Linux device)
     #[arg(long, value_name = "NAME", required = true)]
     pub tunnel: Vec<String>,
     /// Destinations to explain, IPv4 or IPv6
@@ -104,11 +111,13 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
         args.windows_netroute_table.is_some(),
     ];
     let linux = args.linux_rules.is_some() || args.linux_rules6.is_some();
-    let sources = windows.iter().filter(|&&w| w).count() + usize::from(linux);
+    let sources = windows.iter().filter(|&&w| w).count()
+        + usize::from(linux)
+        + usize::from(args.macos_netstat.is_some());
     if sources > 1 {
         return Err(UsageError(
             "give the dumps of one host in one format: --windows-routes, \
-             --windows-route-print, --windows-netroute-table or --linux-rules"
+             --windows-route-print, --windows-netroute-table, --macos-netstat or --linux-rules"
                 .into(),
         )
         .into());
@@ -118,6 +127,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
     }
     let reports = if linux {
         linux::explain(&args)?
+    } else if let Some(path) = &args.macos_netstat {
+        macos::explain(&args, path)?
     } else {
         windows::explain(&args)?
     };

@@ -17,6 +17,7 @@
 
 pub mod dump;
 pub mod policy;
+pub mod scoped;
 mod select;
 mod source;
 
