@@ -461,3 +461,101 @@ fn random_bytes_give_a_short_stderr_and_no_routes_found() {
         );
     }
 }
+
+#[test]
+fn netsh_tables_in_english_and_german_give_the_same_decisions() {
+    let run = |file: &str| {
+        json(&explain(&[
+            "--windows-netsh",
+            file,
+            "--tunnel",
+            "loopguard",
+            "--json",
+            "203.0.113.50",
+            "198.51.100.200",
+            "2001:db8:abcd::1",
+        ]))
+    };
+    let en = run("@netsh-en.txt");
+    let de = run("@netsh-de.txt");
+    // The same host: only the Wi-Fi alias differs between the two languages.
+    assert_eq!(en.len(), 3);
+    for (e, d) in en.iter().zip(&de) {
+        assert_eq!(e["interface_index"], d["interface_index"]);
+        assert_eq!(e["next_hop"], d["next_hop"]);
+        assert_eq!(e["effective_metric"], d["effective_metric"]);
+    }
+    // Route metric 0 + interface metric 25 beats 0 + 50 (Wi-Fi); the tunnel's /1 is out.
+    assert_eq!(en[0]["interface_index"], 12);
+    assert_eq!(en[0]["effective_metric"], 25);
+    assert_eq!(en[0]["source"], Value::Null);
+    let reasons: Vec<&str> = en[0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"]["kind"].as_str().unwrap_or("chosen"))
+        .collect();
+    assert_eq!(reasons, ["chosen", "higher_metric", "tunnel", "tunnel"]);
+    // The /24 on Wi-Fi beats the cheaper default.
+    assert_eq!(en[1]["interface_alias"], "Wi-Fi");
+    assert_eq!(de[1]["interface_alias"], "WLAN");
+    // IPv6 uses the IPv6 interface metric (45): 256 + 45.
+    assert_eq!(en[2]["effective_metric"], 301);
+    assert_eq!(en[2]["next_hop"], "fe80::1");
+}
+
+#[test]
+fn every_os_answers_with_the_same_keys() {
+    let linux = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../loopguard/tests/fixtures/linux"
+    );
+    let macos = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../loopguard/tests/fixtures/macos"
+    );
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.retain(|k| !["rule", "table", "rules"].contains(&k.as_str()));
+        k
+    };
+    let candidate_keys = |v: &Value| -> Vec<String> {
+        v["candidates"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let windows = json(&explain(&[
+        "--windows-netsh",
+        "@netsh-en.txt",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+    ]));
+    let linux = json(&explain(&[
+        "--linux-rules",
+        &format!("{linux}/wg-quick-rules.txt"),
+        "--linux-routes",
+        &format!("{linux}/wg-quick-routes.txt"),
+        "--tunnel",
+        "wg0",
+        "--json",
+        "203.0.113.50",
+    ]));
+    let macos = json(&explain(&[
+        "--macos-netstat",
+        &format!("{macos}/netstat-openvpn-refs.txt"),
+        "--tunnel",
+        "utun3",
+        "--json",
+        "203.0.113.50",
+    ]));
+    assert_eq!(keys(&windows[0]), keys(&linux[0]));
+    assert_eq!(keys(&windows[0]), keys(&macos[0]));
+    assert_eq!(candidate_keys(&windows[0]), candidate_keys(&linux[0]));
+    assert_eq!(candidate_keys(&windows[0]), candidate_keys(&macos[0]));
+    assert!(linux[0].get("rule").is_some() && linux[0].get("table").is_some());
+}

@@ -29,7 +29,10 @@ interfaces.json --windows-addresses addresses.json --tunnel <alias or index> <DS
 
 Text pasted into a bug report works too: `route print > route-print.txt` (name the tunnel by
 its IPv4 address and by its index: --tunnel 203.0.113.2 --tunnel 24), or the table
-`Get-NetRoute` prints (--windows-netroute-table; add --windows-addresses for sources).
+`Get-NetRoute` prints (--windows-netroute-table; add --windows-addresses for sources), or
+netsh's tables (--windows-netsh FILE, from: netsh interface ipv4 show route > netsh.txt &
+netsh interface ipv4 show interfaces >> netsh.txt & netsh interface ipv6 show route >>
+netsh.txt & netsh interface ipv6 show interfaces >> netsh.txt).
 Files may be UTF-8 (with or without BOM) or UTF-16, in any display language.
 
 macOS: netstat -rn > netstat.txt, then: loopguard route explain --macos-netstat netstat.txt \
@@ -45,7 +48,7 @@ Linux (no root needed): ip rule > rules.txt; ip -6 rule >> rules.txt;
 #[command(
     after_long_help = DUMP_HELP,
     group(ArgGroup::new("routes").required(true).multiple(true).args([
-        "windows_routes", "windows_route_print", "windows_netroute_table",
+        "windows_routes", "windows_route_print", "windows_netroute_table", "windows_netsh",
         "linux_rules", "linux_rules6", "macos_netstat",
     ]))
 )]
@@ -56,8 +59,8 @@ pub struct ExplainArgs {
     /// `Get-NetIPInterface | ConvertTo-Json` output (with --windows-routes)
     #[arg(long, value_name = "I.json", requires = "windows_routes")]
     pub windows_interfaces: Option<PathBuf>,
-    /// `Get-NetIPAddress | ConvertTo-Json` output (with --windows-routes or
-    /// --windows-netroute-table)
+    /// `Get-NetIPAddress | ConvertTo-Json` output (with --windows-routes, or for sources with
+    /// --windows-netroute-table or --windows-netsh)
     #[arg(long, value_name = "A.json", conflicts_with = "windows_route_print")]
     pub windows_addresses: Option<PathBuf>,
     /// Text of `route print` instead of the JSON dumps
@@ -66,6 +69,10 @@ pub struct ExplainArgs {
     /// The table `Get-NetRoute` prints by default instead of the JSON dumps
     #[arg(long, value_name = "FILE")]
     pub windows_netroute_table: Option<PathBuf>,
+    /// `netsh interface ipv4 show route`, `... ipv4 show interfaces`, `... ipv6 show route`
+    /// and `... ipv6 show interfaces`, concatenated in that order, instead of the JSON dumps
+    #[arg(long, value_name = "FILE")]
+    pub windows_netsh: Option<PathBuf>,
     /// Text of macOS `netstat -rn` (name the tunnel by its utun: --tunnel utun3)
     #[arg(long, value_name = "FILE")]
     pub macos_netstat: Option<PathBuf>,
@@ -109,6 +116,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
         args.windows_routes.is_some(),
         args.windows_route_print.is_some(),
         args.windows_netroute_table.is_some(),
+        args.windows_netsh.is_some(),
     ];
     let linux = args.linux_rules.is_some() || args.linux_rules6.is_some();
     let sources = windows.iter().filter(|&&w| w).count()
@@ -117,7 +125,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
     if sources > 1 {
         return Err(UsageError(
             "give the dumps of one host in one format: --windows-routes, \
-             --windows-route-print, --windows-netroute-table, --macos-netstat or --linux-rules"
+             --windows-route-print, --windows-netroute-table, --windows-netsh, --macos-netstat \
+             or --linux-rules"
                 .into(),
         )
         .into());

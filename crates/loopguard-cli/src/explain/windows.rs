@@ -19,6 +19,7 @@ enum Kind {
     PowerShell,
     RoutePrint,
     NetrouteTable,
+    Netsh,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Kind::PowerShell => "Get-NetRoute | ConvertTo-Json",
             Kind::RoutePrint => "route print",
             Kind::NetrouteTable => "Get-NetRoute",
+            Kind::Netsh => "netsh interface ipv4 show route",
         }
     }
 }
@@ -63,6 +65,19 @@ fn load(args: &ExplainArgs) -> anyhow::Result<Loaded> {
             tables,
             file: path.clone(),
             kind: Kind::NetrouteTable,
+        });
+    }
+    if let Some(path) = &args.windows_netsh {
+        let dump = dump::netsh::parse(&read(path)?);
+        warn_unread(path, &dump);
+        let mut tables = dump.tables;
+        if let Some(a) = &args.windows_addresses {
+            tables.addresses = Some(addresses(a)?);
+        }
+        return Ok(Loaded {
+            tables,
+            file: path.clone(),
+            kind: Kind::Netsh,
         });
     }
     // clap guarantees the three JSON dumps come together.

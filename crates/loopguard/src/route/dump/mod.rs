@@ -4,6 +4,7 @@
 //!   `ConvertTo-Json`, from Windows PowerShell 5.1 or PowerShell 7.
 //! - [`route_print`]: the text of `route print`.
 //! - [`netroute_table`]: the table `Get-NetRoute` prints by default.
+//! - [`netsh`]: `netsh interface ipv4/ipv6 show route` with `show interfaces`.
 //! - [`netstat`]: macOS `netstat -rn`, read into the [`scoped`](super::scoped) model.
 //! - [`ip_rule`] and [`ip_route`]: Linux's `ip rule` and `ip route show table all`, text or
 //!   JSON, read into the [`policy`](super::policy) model.
@@ -16,6 +17,7 @@
 pub mod ip_route;
 pub mod ip_rule;
 pub mod netroute_table;
+pub mod netsh;
 pub mod netstat;
 pub mod powershell;
 pub mod route_print;
@@ -270,6 +272,7 @@ mod never_panic {
             let _ = ip_rule::parse("f", &text);
             let _ = ip_route::parse("f", &text);
             let _ = netstat::parse(&text);
+            let _ = netsh::parse(&text);
             let decoded = decode_text(&bytes);
             let _ = route_print::parse(&decoded);
         }
