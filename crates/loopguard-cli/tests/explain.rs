@@ -559,3 +559,19 @@ fn every_os_answers_with_the_same_keys() {
     assert_eq!(candidate_keys(&windows[0]), candidate_keys(&macos[0]));
     assert!(linux[0].get("rule").is_some() && linux[0].get("table").is_some());
 }
+
+#[test]
+fn netsh_with_powershell_addresses_gives_sources() {
+    let v = json(&explain(&[
+        "--windows-netsh",
+        "@netsh-en.txt",
+        "--windows-addresses",
+        "@ps51-addresses.json",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+    ]));
+    assert_eq!(v[0]["interface_index"], 12);
+    assert_eq!(v[0]["source"], "192.0.2.10");
+}

@@ -246,3 +246,33 @@ fn empty_and_wrong_files_say_no_rules_or_routes_found() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn ipv6_rules_on_their_own_with_linux_rules6() {
+    let dir = std::env::temp_dir().join(format!("lg-explain-rules6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules6 = dir.join("rules6.txt");
+    // `ip -6 rule` alone looks exactly like `ip rule`: only the option tells the family.
+    std::fs::write(
+        &rules6,
+        "0:\tfrom all lookup local\n32766:\tfrom all lookup main\n",
+    )
+    .unwrap();
+    let out = explain(&[
+        "--linux-rules6",
+        rules6.to_str().unwrap(),
+        "--linux-routes",
+        "@wg-quick-routes.txt",
+        "--tunnel",
+        "wg0",
+        "--json",
+        "2001:db8:abcd::1",
+        "203.0.113.50",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    let v = json(&out);
+    assert_eq!(v[0]["interface"], "wlp4s0");
+    assert_eq!(v[0]["rule"]["priority"], 32766);
+    // No IPv4 rules were given: unknown, not unreachable.
+    assert_eq!(v[1]["error"], "unknown");
+}

@@ -115,3 +115,26 @@ fn a_file_without_routes_says_no_routes_found() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_reject_route_is_an_error_not_a_path() {
+    let dir = std::env::temp_dir().join(format!("lg-explain-macos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("netstat.txt");
+    std::fs::write(
+        &file,
+        "Internet:\nDestination Gateway Flags Netif Expire\n\
+         default 192.0.2.1 UGScg en0\n203.0.113/24 127.0.0.1 UGSRc lo0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["route", "explain", "--json", "--macos-netstat"])
+        .arg(&file)
+        .args(["--tunnel", "utun3", "203.0.113.9"])
+        .output()
+        .expect("cannot run loopguard");
+    std::fs::remove_dir_all(&dir).ok();
+    let v = json(&out);
+    assert_eq!(v[0]["error"], "reject");
+    assert_eq!(v[0]["route"], "203.0.113.0/24");
+}

@@ -873,6 +873,19 @@ mod tests {
     }
 
     #[test]
+    fn nop_goes_on_and_suppress_ifgroup_is_unknown() {
+        let mut by_group = lookup_rule(20, "main");
+        by_group.suppress_ifgroup = Some("2".into());
+        let t = PolicyTables {
+            rules: vec![rule(10, RuleAction::Nop), by_group],
+            routes: Some(vec![route("main", "0.0.0.0/0", "eth0", 0)]),
+        };
+        let d = evaluate(&t, flow("198.51.100.7", 0));
+        assert_eq!(d.steps[0].step, Step::Nop);
+        assert!(matches!(d.outcome, Outcome::Unknown { rule: 20, .. }));
+    }
+
+    #[test]
     fn rule_actions_and_route_types_refuse_and_throw_goes_on() {
         let mut t = PolicyTables {
             rules: vec![lookup_rule(10, "7"), lookup_rule(20, "main")],
