@@ -13,7 +13,7 @@ use super::{read, ExplainArgs};
 use crate::UsageError;
 
 /// Which reader the tables came from: what the "no routes" hint names, and whether missing
-/// addresses mean "trimmed from the paste" (text) or "none" (PowerShell's full list).
+/// addresses mean "trimmed from the paste" (`route print`) or "none" (the other readers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     PowerShell,
@@ -263,7 +263,8 @@ fn report(loaded: &Loaded, tunnel: &Tunnel, notes: &[String], destination: IpAdd
     let host = &loaded.tables;
     let mut notes = notes.to_vec();
     let mut outcome = select(host, tunnel, destination);
-    // A pasted text dump lists addresses only as far as the paste goes: when the only thing
+    // `route print` lists addresses only as far as the paste goes (its /128 host routes; the
+    // other readers take them from Get-NetIPAddress, complete, or have none): when the only thing
     // against a route is an interface with no address of the family in the paste, answer the
     // interface and next hop with the source unknown rather than "unreachable".
     if let Err(e) = &outcome {
@@ -275,7 +276,7 @@ fn report(loaded: &Loaded, tunnel: &Tunnel, notes: &[String], destination: IpAdd
             .map(|c| c.route.interface)
             .filter(|&l| no_address_shown(host, l, family))
             .collect();
-        if loaded.kind != Kind::PowerShell && !trimmed.is_empty() {
+        if loaded.kind == Kind::RoutePrint && !trimmed.is_empty() {
             let without = HostTables {
                 addresses: None,
                 ..host.clone()

@@ -234,40 +234,37 @@ fn tables(
         prefix_origin: PrefixOrigin::Other,
         suffix_origin: SuffixOrigin::Other,
     };
-    let mut add_interface = |host: &mut HostTables, interface: Interface| -> usize {
-        *positions.entry(interface.luid).or_insert_with(|| {
-            host.interfaces.push(interface);
-            host.interfaces.len() - 1
-        })
-    };
+    // Builds the interface only when it is new: a big dump repeats the same few interfaces
+    // on every row.
+    let mut add_interface =
+        |host: &mut HostTables, luid: Luid, interface: &dyn Fn() -> Interface| -> usize {
+            *positions.entry(luid).or_insert_with(|| {
+                host.interfaces.push(interface());
+                host.interfaces.len() - 1
+            })
+        };
     for (index, description) in descriptions {
-        add_interface(
-            &mut host,
-            Interface {
-                luid: Luid(u64::from(*index)),
-                index: *index,
-                alias: description.clone(),
-                status: OperStatus::Up,
-                ipv4_metric: None,
-                ipv6_metric: None,
-            },
-        );
+        add_interface(&mut host, Luid(u64::from(*index)), &|| Interface {
+            luid: Luid(u64::from(*index)),
+            index: *index,
+            alias: description.clone(),
+            status: OperStatus::Up,
+            ipv4_metric: None,
+            ipv6_metric: None,
+        });
     }
     for &(destination, gateway, interface, metric) in v4_rows {
         let luid = ipv4_pseudo_luid(interface);
         let known = host.interfaces.len();
-        if add_interface(
-            &mut host,
-            Interface {
-                luid,
-                index: 0,
-                alias: format!("IPv4 {interface}"),
-                status: OperStatus::Up,
-                ipv4_metric: Some(0),
-                ipv6_metric: None,
-            },
-        ) == known
-        {
+        let fresh = || Interface {
+            luid,
+            index: 0,
+            alias: format!("IPv4 {interface}"),
+            status: OperStatus::Up,
+            ipv4_metric: Some(0),
+            ipv6_metric: None,
+        };
+        if add_interface(&mut host, luid, &fresh) == known {
             addresses.push(address(IpAddr::V4(interface), 32, luid));
         }
         host.routes.push(Route {
@@ -279,17 +276,15 @@ fn tables(
     }
     for (index, metric, destination, gateway) in v6_rows {
         let luid = Luid(u64::from(*index));
-        let at = add_interface(
-            &mut host,
-            Interface {
-                luid,
-                index: *index,
-                alias: format!("interface {index}"),
-                status: OperStatus::Up,
-                ipv4_metric: None,
-                ipv6_metric: None,
-            },
-        );
+        let fresh = || Interface {
+            luid,
+            index: *index,
+            alias: format!("interface {index}"),
+            status: OperStatus::Up,
+            ipv4_metric: None,
+            ipv6_metric: None,
+        };
+        let at = add_interface(&mut host, luid, &fresh);
         host.interfaces[at].ipv6_metric = Some(0);
         // A localized "On-link" is any gateway text that is not an address.
         let next_hop = gateway
