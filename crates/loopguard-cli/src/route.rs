@@ -20,9 +20,9 @@ pub enum RouteCommand {
     /// Ask the kernel (RTM_GETROUTE carrying the mark) where a guarded socket's packets to DST
     /// would go
     Get(GetArgs),
-    /// Explain, offline, which route a Windows host's guarded sockets would take to each DST,
-    /// from dumps of its routing state (any OS)
-    Explain(crate::explain::ExplainArgs),
+    /// Explain, offline, which route a Windows, macOS or Linux host's guarded sockets would
+    /// take to each DST, from dumps of its routing state (any OS)
+    Explain(Box<crate::explain::ExplainArgs>),
 }
 
 /// Arguments of `loopguard route get`.
@@ -85,7 +85,7 @@ impl Answer {
 pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
     match args.command {
         RouteCommand::Get(args) => get(args).await,
-        RouteCommand::Explain(args) => crate::explain::run(args),
+        RouteCommand::Explain(args) => crate::explain::run(*args),
     }
 }
 

@@ -120,6 +120,7 @@ fn route_print_in_english() {
     let v = json(&out);
     // The IPv4 table names interfaces by address; its metric is already the sum.
     assert_eq!(v[0]["interface_index"], Value::Null);
+    assert_eq!(v[0]["interface"], "192.0.2.10");
     assert_eq!(v[0]["source"], "192.0.2.10");
     assert_eq!(v[0]["effective_metric"], 25);
     assert_eq!(v[1]["interface_index"], 12);
@@ -211,7 +212,11 @@ fn text_output_is_a_decision_table() {
     ]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("198.51.100.200 -> interface"), "{text}");
+    // Interfaces the IPv4 table knows only by address are shown by it, not as index 0.
+    assert!(
+        text.contains("198.51.100.200 -> interface 198.51.100.23 (IPv4 198.51.100.23)"),
+        "{text}"
+    );
     assert!(text.contains("shorter prefix (/0 < /24)"), "{text}");
     assert!(text.contains("tunnel interface"), "{text}");
 }
@@ -275,4 +280,298 @@ fn help_documents_the_powershell_one_liner() {
         help.contains("Get-NetRoute | ConvertTo-Json | Out-File -Encoding utf8 routes.json"),
         "{help}"
     );
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("lg-explain-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+#[test]
+fn an_idle_tunnel_in_the_interface_list_is_an_answer_with_a_note() {
+    // French, UTF-16LE with CRLF, IPv4 only; adapter 27 has no route at all.
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-fr-ipv4-only.txt",
+        "--tunnel",
+        "27",
+        "--tunnel",
+        "203.0.113.6",
+        "--json",
+        "198.51.100.7",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("--tunnel 27 (TAP-Windows Adapter V9) matches no route"),
+        "{stderr}"
+    );
+    let v = json(&out);
+    assert_eq!(v[0]["interface"], "192.0.2.77");
+    assert_eq!(v[0]["next_hop"], "192.0.2.1");
+    let notes = v[0]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].as_str().unwrap().contains("nothing to exclude"));
+}
+
+#[test]
+fn a_tunnel_index_in_an_ipv4_only_route_print_warns_that_it_matches_no_route() {
+    let out = explain(&[
+        "--windows-route-print",
+        "@route-print-fr-ipv4-only.txt",
+        "--tunnel",
+        "24",
+        "--json",
+        "198.51.100.7",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("--tunnel 24 (OpenVPN Wintun) matches no route"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("name its IPv4 address too"), "{stderr}");
+    // The answer is still printed (the tunnel's /1 wins, as the warning says it may).
+    let v = json(&out);
+    assert_eq!(v[0]["interface"], "203.0.113.6");
+    assert!(v[0]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("IPv4 answers may go through it"));
+}
+
+#[test]
+fn a_trimmed_ipv6_paste_answers_the_interface_with_the_source_unknown() {
+    let v = json(&explain(&[
+        "--windows-route-print",
+        "@route-print-en-trimmed-v6.txt",
+        "--tunnel",
+        "24",
+        "--json",
+        "2001:db8:abcd::1",
+    ]));
+    assert_eq!(v[0]["error"], Value::Null);
+    assert_eq!(v[0]["interface_index"], 12);
+    assert_eq!(v[0]["next_hop"], "fe80::1");
+    assert_eq!(v[0]["source"], Value::Null);
+    assert!(
+        v[0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("no IPv6 address on interface 12: source unknown"),
+        "{}",
+        v[0]["notes"]
+    );
+}
+
+#[test]
+fn empty_wrong_format_and_routeless_dumps_say_no_routes_found() {
+    let dir = Scratch::new("noroutes");
+    let empty = dir.file("empty.txt", b"");
+    let json_file = format!("{FIXTURES}/ps7-routes.json");
+    let header_only = dir.file(
+        "header.txt",
+        b"===========================================================================\r\nInterface List\r\n 12...00 11 22 33 44 55 ......Ethernet\r\n",
+    );
+    for (file, command) in [
+        (&empty, "route print"),
+        (&json_file, "route print"),
+        (&header_only, "route print"),
+    ] {
+        let out = explain(&["--windows-route-print", file, "--tunnel", "12", "192.0.2.9"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "no routes found in {file} (is this the output of `{command}`?)"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("--tunnel"), "{stderr}");
+    }
+    let out = explain(&[
+        "--windows-netroute-table",
+        &empty,
+        "--tunnel",
+        "12",
+        "192.0.2.9",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`Get-NetRoute`?"));
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be replayed.
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn random_bytes_give_a_short_stderr_and_no_routes_found() {
+    let dir = Scratch::new("noise");
+    // Random bytes with plenty of newlines and digits, so many lines look like data.
+    let mut bytes = noise(2_000_000, 0x9e37_79b9_7f4a_7c15);
+    for (n, b) in bytes.iter_mut().enumerate() {
+        match n % 61 {
+            0 => *b = b'\n',
+            7 | 9 => *b = b'1',
+            8 => *b = b'.',
+            _ => {}
+        }
+    }
+    let file = dir.file("noise.bin", &bytes);
+    for reader in ["--windows-route-print", "--windows-netroute-table"] {
+        let out = explain(&[reader, &file, "--tunnel", "12", "192.0.2.9"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{reader}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(lines.len() <= 8, "{reader}: {} lines", lines.len());
+        assert!(stderr.len() < 4096, "{reader}: {} bytes", stderr.len());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("more lines could not be read")),
+            "{reader}: {stderr}"
+        );
+        // Nothing unescaped from the input reaches the terminal.
+        assert!(
+            !stderr.chars().any(|c| c.is_control() && c != '\n'),
+            "{reader}: control characters in {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn netsh_tables_in_english_and_german_give_the_same_decisions() {
+    let run = |file: &str| {
+        json(&explain(&[
+            "--windows-netsh",
+            file,
+            "--tunnel",
+            "loopguard",
+            "--json",
+            "203.0.113.50",
+            "198.51.100.200",
+            "2001:db8:abcd::1",
+        ]))
+    };
+    let en = run("@netsh-en.txt");
+    let de = run("@netsh-de.txt");
+    // The same host: only the Wi-Fi alias differs between the two languages.
+    assert_eq!(en.len(), 3);
+    for (e, d) in en.iter().zip(&de) {
+        assert_eq!(e["interface_index"], d["interface_index"]);
+        assert_eq!(e["next_hop"], d["next_hop"]);
+        assert_eq!(e["effective_metric"], d["effective_metric"]);
+    }
+    // Route metric 0 + interface metric 25 beats 0 + 50 (Wi-Fi); the tunnel's /1 is out.
+    assert_eq!(en[0]["interface_index"], 12);
+    assert_eq!(en[0]["effective_metric"], 25);
+    assert_eq!(en[0]["source"], Value::Null);
+    let reasons: Vec<&str> = en[0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"]["kind"].as_str().unwrap_or("chosen"))
+        .collect();
+    assert_eq!(reasons, ["chosen", "higher_metric", "tunnel", "tunnel"]);
+    // The /24 on Wi-Fi beats the cheaper default.
+    assert_eq!(en[1]["interface_alias"], "Wi-Fi");
+    assert_eq!(de[1]["interface_alias"], "WLAN");
+    // IPv6 uses the IPv6 interface metric (45): 256 + 45.
+    assert_eq!(en[2]["effective_metric"], 301);
+    assert_eq!(en[2]["next_hop"], "fe80::1");
+}
+
+#[test]
+fn every_os_answers_with_the_same_keys() {
+    let linux = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../loopguard/tests/fixtures/linux"
+    );
+    let macos = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../loopguard/tests/fixtures/macos"
+    );
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.retain(|k| !["rule", "table", "rules"].contains(&k.as_str()));
+        k
+    };
+    let candidate_keys = |v: &Value| -> Vec<String> {
+        v["candidates"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let windows = json(&explain(&[
+        "--windows-netsh",
+        "@netsh-en.txt",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+    ]));
+    let linux = json(&explain(&[
+        "--linux-rules",
+        &format!("{linux}/wg-quick-rules.txt"),
+        "--linux-routes",
+        &format!("{linux}/wg-quick-routes.txt"),
+        "--tunnel",
+        "wg0",
+        "--json",
+        "203.0.113.50",
+    ]));
+    let macos = json(&explain(&[
+        "--macos-netstat",
+        &format!("{macos}/netstat-openvpn-refs.txt"),
+        "--tunnel",
+        "utun3",
+        "--json",
+        "203.0.113.50",
+    ]));
+    assert_eq!(keys(&windows[0]), keys(&linux[0]));
+    assert_eq!(keys(&windows[0]), keys(&macos[0]));
+    assert_eq!(candidate_keys(&windows[0]), candidate_keys(&linux[0]));
+    assert_eq!(candidate_keys(&windows[0]), candidate_keys(&macos[0]));
+    assert!(linux[0].get("rule").is_some() && linux[0].get("table").is_some());
+}
+
+#[test]
+fn netsh_with_powershell_addresses_gives_sources() {
+    let v = json(&explain(&[
+        "--windows-netsh",
+        "@netsh-en.txt",
+        "--windows-addresses",
+        "@ps51-addresses.json",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+    ]));
+    assert_eq!(v[0]["interface_index"], 12);
+    assert_eq!(v[0]["source"], "192.0.2.10");
 }

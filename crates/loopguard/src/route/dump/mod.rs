@@ -4,13 +4,21 @@
 //!   `ConvertTo-Json`, from Windows PowerShell 5.1 or PowerShell 7.
 //! - [`route_print`]: the text of `route print`.
 //! - [`netroute_table`]: the table `Get-NetRoute` prints by default.
+//! - [`netsh`]: `netsh interface ipv4/ipv6 show route` with `show interfaces`.
+//! - [`netstat`]: macOS `netstat -rn`, read into the [`scoped`](super::scoped) model.
+//! - [`ip_rule`] and [`ip_route`]: Linux's `ip rule` and `ip route show table all`, text or
+//!   JSON, read into the [`policy`](super::policy) model.
 //!
 //! Text is parsed by its structure, never by header words, because Windows prints headers in
 //! the user's language; lines that look like data but fit no row are returned as
 //! [`UnreadLine`]s rather than dropped silently. Parsers are pure (a file name and its text in,
 //! tables out), never panic, and name the file and the field in every error.
 
+pub mod ip_route;
+pub mod ip_rule;
 pub mod netroute_table;
+pub mod netsh;
+pub mod netstat;
 pub mod powershell;
 pub mod route_print;
 
@@ -67,8 +75,42 @@ pub struct UnreadLine {
 pub struct TextDump {
     /// What was read.
     pub tables: HostTables,
-    /// Data-looking lines that fit no row.
+    /// The first [`KEPT_UNREAD`] data-looking lines that fit no row.
     pub unread: Vec<UnreadLine>,
+    /// How many such lines there were in all (at least `unread.len()`).
+    pub unread_total: usize,
+}
+
+/// How many unread lines a text reader keeps with their text; the others are only counted,
+/// so garbage input costs bounded memory and output whatever its size.
+pub const KEPT_UNREAD: usize = 20;
+
+/// How many characters of an unread line are kept.
+const KEPT_CHARS: usize = 200;
+
+/// Collects unread lines, keeping the first [`KEPT_UNREAD`] (cut to [`KEPT_CHARS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Unread {
+    kept: Vec<UnreadLine>,
+    total: usize,
+}
+
+impl Unread {
+    /// Records line `line` (counted from 1).
+    pub(crate) fn push(&mut self, line: usize, text: &str) {
+        self.total += 1;
+        if self.kept.len() < KEPT_UNREAD {
+            self.kept.push(UnreadLine {
+                line,
+                text: text.chars().take(KEPT_CHARS).collect(),
+            });
+        }
+    }
+
+    /// The kept lines and the total count.
+    pub(crate) fn finish(self) -> (Vec<UnreadLine>, usize) {
+        (self.kept, self.total)
+    }
 }
 
 /// Turns a dump's bytes into text whatever the shell wrote: UTF-8 with or without a BOM, or
@@ -111,6 +153,16 @@ pub(crate) fn looks_like_data(token: &str) -> bool {
         || token.parse::<std::net::IpAddr>().is_ok()
         || token.parse::<ipnet::IpNet>().is_ok()
         || (token.contains(['.', ':', '/']) && token.starts_with(|c: char| c.is_ascii_hexdigit()))
+}
+
+/// Whether a line of a pasted Linux dump is the command that made it (`$ ip -6 rule`,
+/// `root@host:~# ip route show table all`) or a comment, not output: skipped silently.
+pub(crate) fn is_command_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with(['$', '#'])
+        || t.contains("ip rule")
+        || t.contains("ip route")
+        || t.contains("ip -")
 }
 
 #[cfg(test)]
@@ -194,6 +246,10 @@ mod never_panic {
             Just("255.255.255.0".to_owned()),
             Just("12...00 15 5d ......".to_owned()),
             Just("On-link".to_owned()),
+            Just("32765:\tnot from all fwmark 0xca6c/0xff lookup ".to_owned()),
+            Just("default via 192.0.2.1 dev eth0 table local metric ".to_owned()),
+            Just("\tnexthop via fe80::1 dev ".to_owned()),
+            Just("goto ".to_owned()),
             Just("4294967296".to_owned()),
             Just("-1".to_owned()),
             Just("/129".to_owned()),
@@ -213,6 +269,10 @@ mod never_panic {
             }
             let _ = route_print::parse(&text);
             let _ = netroute_table::parse(&text);
+            let _ = ip_rule::parse("f", &text);
+            let _ = ip_route::parse("f", &text);
+            let _ = netstat::parse(&text);
+            let _ = netsh::parse(&text);
             let decoded = decode_text(&bytes);
             let _ = route_print::parse(&decoded);
         }

@@ -14,11 +14,12 @@
 //! `None` unless the caller adds a `Get-NetIPAddress` dump. Columns PowerShell cut short with
 //! `...` or `…` do not parse and are reported as unread.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{looks_like_data, TextDump, UnreadLine};
+use super::{looks_like_data, TextDump, Unread};
 use crate::route::{Family, HostTables, Interface, Luid, OperStatus, Route};
 
 /// One row of the table.
@@ -54,7 +55,9 @@ fn row(line: &str) -> Option<Row> {
 /// [`TextDump::unread`].
 pub fn parse(text: &str) -> TextDump {
     let mut tables = HostTables::default();
-    let mut unread = Vec::new();
+    let mut unread = Unread::default();
+    // Interface index -> position in `tables.interfaces`, so big dumps stay linear.
+    let mut positions = HashMap::new();
     for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.chars().all(|c| c == '-' || c == ' ') {
@@ -68,23 +71,26 @@ pub fn parse(text: &str) -> TextDump {
         }
         let Some(row) = row(trimmed) else {
             if trimmed.split_whitespace().any(looks_like_data) {
-                unread.push(UnreadLine {
-                    line: n + 1,
-                    text: line.to_owned(),
-                });
+                unread.push(n + 1, line);
             }
             continue;
         };
-        add(&mut tables, &row);
+        add(&mut tables, &mut positions, &row);
     }
-    TextDump { tables, unread }
+    let (unread, unread_total) = unread.finish();
+    TextDump {
+        tables,
+        unread,
+        unread_total,
+    }
 }
 
-fn add(tables: &mut HostTables, row: &Row) {
+fn add(tables: &mut HostTables, positions: &mut HashMap<u32, usize>, row: &Row) {
     let luid = Luid(u64::from(row.index));
-    let at = match tables.interfaces.iter().position(|i| i.luid == luid) {
-        Some(at) => at,
+    let at = match positions.get(&row.index) {
+        Some(&at) => at,
         None => {
+            positions.insert(row.index, tables.interfaces.len());
             tables.interfaces.push(Interface {
                 luid,
                 index: row.index,

@@ -14,18 +14,21 @@
 //! (persistent routes) are configuration, not state, and are skipped.
 //!
 //! What the text lacks shapes the tables: the IPv4 table names interfaces by address, not
-//! index, so each IPv4 interface address becomes a pseudo-interface (LUID
-//! `0x1_0000_0000 + address`, index 0) holding that address; IPv6 interfaces come from the
-//! index with the interface list's description as alias, and their addresses from the
-//! on-link `/128` host routes. Interface metrics are 0 and route metrics the printed sums, so
+//! index, and nothing in the text ties an address to an index, so each IPv4 interface address
+//! becomes a pseudo-interface (LUID `0x1_0000_0000 + address`, index 0, see
+//! [`ipv4_pseudo_address`]) holding that address; every entry of the interface list becomes an
+//! interface with its index and description (so a tunnel without routes is still found), the
+//! IPv6 table's interfaces among them, their addresses taken from the on-link `/128` host
+//! routes. Interface metrics are 0 and route metrics the printed sums, so
 //! effective metrics stay exactly what Windows printed. The tunnel is named by its IPv4
 //! address (IPv4 table) and by its index (IPv6 table).
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{looks_like_data, TextDump, UnreadLine};
+use super::{looks_like_data, TextDump, Unread};
 use crate::route::{
     AddressState, HostTables, Interface, Luid, OperStatus, PrefixOrigin, Route, SuffixOrigin,
     UnicastAddress,
@@ -34,6 +37,14 @@ use crate::route::{
 /// The LUID standing in for the IPv4 pseudo-interface of `address`.
 pub fn ipv4_pseudo_luid(address: Ipv4Addr) -> Luid {
     Luid((1 << 32) + u64::from(u32::from(address)))
+}
+
+/// The IPv4 address behind a pseudo-interface LUID made by [`ipv4_pseudo_luid`]; `None` for
+/// any other LUID. Real LUIDs carry the interface type in bits 48..64 and are never in this
+/// range.
+pub fn ipv4_pseudo_address(luid: Luid) -> Option<Ipv4Addr> {
+    let offset = luid.0.checked_sub(1 << 32)?;
+    u32::try_from(offset).ok().map(Ipv4Addr::from)
 }
 
 /// One line of the text, by shape.
@@ -150,7 +161,7 @@ pub fn parse(text: &str) -> TextDump {
     let mut v6_rows: Vec<(u32, u32, IpNet, Option<String>)> = Vec::new();
     // A v6 row whose gateway wrapped onto the next line.
     let mut pending_gateway: Option<usize> = None;
-    let mut unread = Vec::new();
+    let mut unread = Unread::default();
 
     for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let s = shape(line);
@@ -190,17 +201,16 @@ pub fn parse(text: &str) -> TextDump {
             }
             Shape::Other => {
                 if line.split_whitespace().any(looks_like_data) {
-                    unread.push(UnreadLine {
-                        line: n + 1,
-                        text: line.to_owned(),
-                    });
+                    unread.push(n + 1, line);
                 }
             }
         }
     }
+    let (unread, unread_total) = unread.finish();
     TextDump {
         tables: tables(&descriptions, &v4_rows, &v6_rows),
         unread,
+        unread_total,
     }
 }
 
@@ -209,11 +219,12 @@ fn tables(
     v4_rows: &[(Ipv4Net, Option<Ipv4Addr>, Ipv4Addr, u32)],
     v6_rows: &[(u32, u32, IpNet, Option<String>)],
 ) -> HostTables {
-    let mut host = HostTables {
-        addresses: Some(Vec::new()),
-        ..HostTables::default()
-    };
+    let mut host = HostTables::default();
     let mut addresses = Vec::new();
+    // LUID -> position in `host.interfaces`, and the (address, LUID) pairs already held, so a
+    // big dump stays linear.
+    let mut positions: HashMap<Luid, usize> = HashMap::new();
+    let mut held: HashSet<(IpAddr, Luid)> = HashSet::new();
     let address = |address: IpAddr, prefix_length: u8, interface: Luid| UnicastAddress {
         address,
         prefix_length,
@@ -223,17 +234,37 @@ fn tables(
         prefix_origin: PrefixOrigin::Other,
         suffix_origin: SuffixOrigin::Other,
     };
+    // Builds the interface only when it is new: a big dump repeats the same few interfaces
+    // on every row.
+    let mut add_interface =
+        |host: &mut HostTables, luid: Luid, interface: &dyn Fn() -> Interface| -> usize {
+            *positions.entry(luid).or_insert_with(|| {
+                host.interfaces.push(interface());
+                host.interfaces.len() - 1
+            })
+        };
+    for (index, description) in descriptions {
+        add_interface(&mut host, Luid(u64::from(*index)), &|| Interface {
+            luid: Luid(u64::from(*index)),
+            index: *index,
+            alias: description.clone(),
+            status: OperStatus::Up,
+            ipv4_metric: None,
+            ipv6_metric: None,
+        });
+    }
     for &(destination, gateway, interface, metric) in v4_rows {
         let luid = ipv4_pseudo_luid(interface);
-        if host.interface(luid).is_none() {
-            host.interfaces.push(Interface {
-                luid,
-                index: 0,
-                alias: format!("IPv4 {interface}"),
-                status: OperStatus::Up,
-                ipv4_metric: Some(0),
-                ipv6_metric: None,
-            });
+        let known = host.interfaces.len();
+        let fresh = || Interface {
+            luid,
+            index: 0,
+            alias: format!("IPv4 {interface}"),
+            status: OperStatus::Up,
+            ipv4_metric: Some(0),
+            ipv6_metric: None,
+        };
+        if add_interface(&mut host, luid, &fresh) == known {
             addresses.push(address(IpAddr::V4(interface), 32, luid));
         }
         host.routes.push(Route {
@@ -245,21 +276,16 @@ fn tables(
     }
     for (index, metric, destination, gateway) in v6_rows {
         let luid = Luid(u64::from(*index));
-        if host.interface(luid).is_none() {
-            let alias = descriptions
-                .iter()
-                .find(|(i, _)| i == index)
-                .map(|(_, d)| d.clone())
-                .unwrap_or_else(|| format!("interface {index}"));
-            host.interfaces.push(Interface {
-                luid,
-                index: *index,
-                alias,
-                status: OperStatus::Up,
-                ipv4_metric: None,
-                ipv6_metric: Some(0),
-            });
-        }
+        let fresh = || Interface {
+            luid,
+            index: *index,
+            alias: format!("interface {index}"),
+            status: OperStatus::Up,
+            ipv4_metric: None,
+            ipv6_metric: None,
+        };
+        let at = add_interface(&mut host, luid, &fresh);
+        host.interfaces[at].ipv6_metric = Some(0);
         // A localized "On-link" is any gateway text that is not an address.
         let next_hop = gateway
             .as_deref()
@@ -267,12 +293,7 @@ fn tables(
             .filter(|g| !g.is_unspecified());
         let host_route = destination.prefix_len() == 128 && next_hop.is_none();
         let own = destination.addr();
-        if host_route
-            && !own.is_multicast()
-            && !addresses
-                .iter()
-                .any(|a: &UnicastAddress| a.address == own && a.interface == luid)
-        {
+        if host_route && !own.is_multicast() && held.insert((own, luid)) {
             addresses.push(address(own, 128, luid));
         }
         host.routes.push(Route {
@@ -311,6 +332,43 @@ mod tests {
             (1, "Software Loopback Interface 1")
         );
         assert!(interface_entry("12 281 fe80::/64").is_none());
+    }
+
+    #[test]
+    fn pseudo_luids_round_trip_and_real_ones_are_not_addresses() {
+        let a: Ipv4Addr = "203.0.113.2".parse().unwrap();
+        assert_eq!(ipv4_pseudo_address(ipv4_pseudo_luid(a)), Some(a));
+        assert_eq!(ipv4_pseudo_address(Luid(24)), None);
+        assert_eq!(ipv4_pseudo_address(Luid(0x0006_0000_0100_0000)), None);
+    }
+
+    #[test]
+    fn interface_list_entries_without_routes_are_interfaces() {
+        let text = "\
+===========================================================================
+Interface List
+ 27...00 ff 12 34 56 78 ......TAP-Windows Adapter V9
+ 12...f6 d1 22 33 44 55 ......Intel(R) Ethernet
+===========================================================================
+IPv4 Route Table
+===========================================================================
+Active Routes:
+          0.0.0.0          0.0.0.0        192.0.2.1       192.0.2.10     25
+===========================================================================
+";
+        let dump = parse(text);
+        let tap = dump.tables.interface(Luid(27)).expect("listed interface");
+        assert_eq!(tap.alias, "TAP-Windows Adapter V9");
+        assert_eq!((tap.ipv4_metric, tap.ipv6_metric), (None, None));
+        assert_eq!(dump.tables.routes.len(), 1);
+    }
+
+    #[test]
+    fn only_the_first_unread_lines_are_kept_but_all_are_counted() {
+        let text = "1.2.3.4 junk\n".repeat(super::super::KEPT_UNREAD + 5);
+        let dump = parse(&text);
+        assert_eq!(dump.unread.len(), super::super::KEPT_UNREAD);
+        assert_eq!(dump.unread_total, super::super::KEPT_UNREAD + 5);
     }
 
     #[test]
