@@ -102,12 +102,20 @@ impl<S: Strategy> Guard for Shared<S> {
 }
 
 impl<S: Strategy> SocketFactory<S> {
-    /// A factory whose sockets are protected by `strategy`.
+    /// A factory whose sockets are protected by `strategy`. Its cache keeps the paths of up
+    /// to 65,536 destinations (see [`with_path_capacity`](Self::with_path_capacity)).
     pub fn new(strategy: S) -> Self {
+        Self::with_path_capacity(strategy, crate::cache::DEFAULT_CAPACITY)
+    }
+
+    /// A factory whose cache keeps the resolved paths of at most `destinations` destinations
+    /// (at least 1, at most 2^28); past that, storing a new one evicts another, which is then
+    /// resolved again when next used. Only strategies that resolve paths use the cache.
+    pub fn with_path_capacity(strategy: S, destinations: usize) -> Self {
         SocketFactory {
             shared: Arc::new(Shared {
                 strategy,
-                cache: PathCache::new(),
+                cache: PathCache::with_capacity(destinations),
                 counters: CounterRegistry::default(),
             }),
         }
