@@ -157,6 +157,18 @@ impl TunCounter {
     /// packets addressed to `watched`. Returns once the device is attached, so every packet
     /// routed into it from then on is counted; attaching also brings the device's carrier up.
     pub fn start(netns: &Netns, tun_name: &str, watched: Vec<IpAddr>) -> Result<Self, LabError> {
+        Self::start_with(netns, tun_name, watched, |_| {})
+    }
+
+    /// Like [`start`](Self::start), and also hands every packet read to `on_packet` (on the
+    /// reader's thread, before it is counted): for a loop tripwire, as an application would
+    /// feed the packets it reads from its TUN.
+    pub fn start_with(
+        netns: &Netns,
+        tun_name: &str,
+        watched: Vec<IpAddr>,
+        mut on_packet: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Result<Self, LabError> {
         let counts = Arc::new(Mutex::new(TunSnapshot::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -175,7 +187,7 @@ impl TunCounter {
                     return;
                 }
             };
-            read_loop(&fd, &watched, &thread_counts, &thread_stop);
+            read_loop(&fd, &watched, &thread_counts, &thread_stop, &mut on_packet);
         })?;
         let counter = TunCounter {
             counts,
@@ -232,7 +244,13 @@ impl Drop for TunCounter {
 /// How long the reader waits in `poll` before checking the stop flag.
 const POLL_MS: libc::c_int = 50;
 
-fn read_loop(fd: &OwnedFd, watched: &[IpAddr], counts: &Mutex<TunSnapshot>, stop: &AtomicBool) {
+fn read_loop(
+    fd: &OwnedFd,
+    watched: &[IpAddr],
+    counts: &Mutex<TunSnapshot>,
+    stop: &AtomicBool,
+    on_packet: &mut dyn FnMut(&[u8]),
+) {
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
@@ -268,6 +286,7 @@ fn read_loop(fd: &OwnedFd, watched: &[IpAddr], counts: &Mutex<TunSnapshot>, stop
             }
             // `n` is positive here and at most `buf.len()`.
             let packet = &buf[..n as usize];
+            on_packet(packet);
             counts
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)

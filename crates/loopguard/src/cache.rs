@@ -1103,7 +1103,7 @@ mod tests {
             source: IpAddr::V4(Ipv4Addr::from(i % 200)),
             interface: Some(i % 200),
         };
-        let n = scaled(3000, 200) as u32;
+        let n = scaled(3000, 40) as u32;
         for i in 0..n {
             cache.store(dst(i), g, &Ok(src(i)));
         }
@@ -1156,7 +1156,7 @@ mod tests {
     /// growing, the newest destination is always kept, and every entry still found is right.
     #[test]
     fn the_cache_is_bounded_and_keeps_what_it_stores_last() {
-        let capacity = 100;
+        let capacity = scaled(100, 20);
         let cache = PathCache::with_capacity(capacity);
         let g = cache.generation();
         let src = |i: u32| Path {
@@ -1164,7 +1164,7 @@ mod tests {
             interface: Some(i % 10),
         };
         let mut footprint_at_capacity = None;
-        for i in 0..scaled(5000, 400) as u32 {
+        for i in 0..scaled(5000, 60) as u32 {
             cache.store(v6(i), g, &Ok(src(i)));
             assert!(cache.len() <= capacity);
             assert_eq!(cache.lookup(v6(i)), Lookup::Hit(src(i)), "{i} just stored");
@@ -1175,7 +1175,7 @@ mod tests {
         }
         assert_eq!(cache.len(), capacity);
         let mut found = 0;
-        for i in 0..scaled(5000, 400) as u32 {
+        for i in 0..scaled(5000, 60) as u32 {
             match cache.lookup(v6(i)) {
                 Lookup::Hit(p) => {
                     assert_eq!(p, src(i));
@@ -1280,7 +1280,7 @@ mod tests {
             interface: Some(g as u32),
         };
         let hits = AtomicU64::new(0);
-        let (min_rounds, min_hits) = (scaled(2000, 12), scaled(10_000, 20) as u64);
+        let (min_rounds, min_hits) = (scaled(2000, 3), scaled(10_000, 5) as u64);
         std::thread::scope(|s| {
             for r in 0..2 {
                 let (cache, stop, dsts, hits) = (&cache, &stop, &dsts, &hits);
@@ -1366,7 +1366,7 @@ mod tests {
     /// under the reader, and every hit names its own destination's path.
     #[test]
     fn moving_entries_never_hide_a_cached_destination() {
-        let n = scaled(4096, 96) as u32;
+        let n = scaled(4096, 20) as u32;
         let cache = PathCache::with_capacity(n as usize);
         let g = cache.generation();
         // Destinations below `stored` are in the cache; `stored` only grows.

@@ -8,6 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cache::{Lookup, PathCache};
 use crate::counters::{Counter, CounterRegistry, Counters};
+use crate::tripwire::{LoopTripwire, SocketTable};
 use crate::{os, Error, Path, ResolveError, Strategy, TcpSocket, TcpStream, UdpSocket};
 
 /// Makes sockets that stay out of the tunnel, all protected by one [`Strategy`].
@@ -40,6 +41,7 @@ struct Shared<S> {
     strategy: S,
     cache: PathCache,
     counters: CounterRegistry,
+    sockets: Arc<SocketTable>,
 }
 
 /// What sockets need of their factory once created; object-safe so sockets are not generic.
@@ -54,6 +56,8 @@ pub(crate) trait Guard: Send + Sync {
     fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error>;
     /// Where sockets register their counters.
     fn counters(&self) -> &CounterRegistry;
+    /// Where sockets register their protocol and port, for the loop tripwire.
+    fn sockets(&self) -> &Arc<SocketTable>;
 }
 
 impl<S: Strategy> Guard for Shared<S> {
@@ -99,6 +103,10 @@ impl<S: Strategy> Guard for Shared<S> {
     fn counters(&self) -> &CounterRegistry {
         &self.counters
     }
+
+    fn sockets(&self) -> &Arc<SocketTable> {
+        &self.sockets
+    }
 }
 
 impl<S: Strategy> SocketFactory<S> {
@@ -117,6 +125,7 @@ impl<S: Strategy> SocketFactory<S> {
                 strategy,
                 cache: PathCache::with_capacity(destinations),
                 counters: CounterRegistry::default(),
+                sockets: Arc::default(),
             }),
         }
     }
@@ -160,7 +169,16 @@ impl<S: Strategy> SocketFactory<S> {
     /// What every socket of this factory did so far, live or dropped: datagrams sent and
     /// received, and every datagram dropped, by reason.
     pub fn counters(&self) -> Counters {
-        self.shared.counters.total()
+        let mut counters = self.shared.counters.total();
+        counters.loops_detected = self.shared.sockets.loops_detected();
+        counters
+    }
+
+    /// A tripwire for the packets this application reads from its TUN device: it recognises
+    /// the packets of this factory's own sockets (a routing loop) and counts them in
+    /// [`Counters::loops_detected`].
+    pub fn tripwire(&self) -> LoopTripwire {
+        LoopTripwire::new(Arc::clone(&self.shared.sockets))
     }
 
     /// The network changed (roaming, resume from sleep): forget every cached decision. Sockets

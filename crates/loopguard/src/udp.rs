@@ -17,6 +17,7 @@ use tokio::io::Interest;
 use crate::counters::{Counter, Counters, SocketCounters};
 use crate::factory::Guard;
 use crate::os::send_error::{self, SendFailure};
+use crate::tripwire::{LoopProtocol, Registration};
 use crate::Error;
 
 pub use quinn_udp::EcnCodepoint;
@@ -137,6 +138,8 @@ pub struct UdpSocket {
     state: UdpSocketState,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
+    /// Its port in the factory's socket table, for the loop tripwire.
+    _registration: Registration,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -156,11 +159,15 @@ impl UdpSocket {
         let state = UdpSocketState::new((&std_socket).into())?;
         let io = tokio::net::UdpSocket::from_std(std_socket)?;
         let counters = guard.counters().register();
+        let registration = guard
+            .sockets()
+            .register(LoopProtocol::Udp, io.local_addr()?, None);
         Ok(UdpSocket {
             io,
             state,
             guard,
             counters,
+            _registration: registration,
         })
     }
 
