@@ -7,17 +7,22 @@
 //! other uplink with nothing entering the TUN.
 //!
 //! Every number printed is measured: "echoed" counts echoes actually received by the client,
-//! "TUN packets" counts packets actually read from the TUN device and addressed to the server.
+//! "TUN packets" counts packets actually read from the TUN device and addressed to the server,
+//! "tripwire" counts those packets that loopguard's `LoopTripwire` (fed every packet read from
+//! the TUN, as a tunnel client would feed it) recognised as a loop. The tripwire knows the
+//! guarded factory's sockets by itself; the plain sockets are not the factory's, so the demo
+//! registers each one with `LoopTripwire::watch` (their port, and the peer for TCP) for as
+//! long as its path runs: the loop it reports for them is their own packets coming back.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use loopguard::os::linux::TunnelRoutes;
-use loopguard::GuardConfig;
+use loopguard::{GuardConfig, LinuxMark, LoopEvent, LoopProtocol, LoopTripwire, SocketFactory};
 use loopguard_lab::{remove_leftovers, EchoServers, Lab, Transport, TunCounter};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +67,8 @@ struct PathReport {
     echoed: u32,
     /// Packets to the server read from the TUN while this path ran.
     tun_packets: u64,
+    /// Of those, the packets the loop tripwire recognised as this path's sockets' own.
+    tripwire: u64,
     /// Whether the path showed what it should.
     ok: bool,
     verdict: String,
@@ -95,6 +102,7 @@ struct CountersReport {
     gso_fallbacks: u64,
     sources_re_resolved: u64,
     protection_failures: u64,
+    loops_detected: u64,
 }
 
 impl From<loopguard::Counters> for CountersReport {
@@ -109,6 +117,7 @@ impl From<loopguard::Counters> for CountersReport {
             gso_fallbacks: c.gso_fallbacks,
             sources_re_resolved: c.sources_re_resolved,
             protection_failures: c.protection_failures,
+            loops_detected: c.loops_detected,
         }
     }
 }
@@ -201,11 +210,25 @@ fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
         EchoServers::start(lab.server(), &servers, ECHO_PORT).context("starting echo servers")?;
     install_tunnel_routes(&lab)?;
     check(cancel)?;
-    let counter = TunCounter::start(lab.client(), lab.tun(), servers.to_vec())
-        .context("attaching the TUN packet counter")?;
+    let factory = SocketFactory::new(LinuxMark::new(GuardConfig::default()));
+    let tripwire = factory.tripwire();
+    let loops = Arc::new(Mutex::new(Vec::<LoopEvent>::new()));
+    let counter = TunCounter::start_with(lab.client(), lab.tun(), servers.to_vec(), {
+        let (tripwire, loops) = (tripwire.clone(), Arc::clone(&loops));
+        move |packet| {
+            if let Some(event) = tripwire.check(packet) {
+                loops.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+            }
+        }
+    })
+    .context("attaching the TUN packet counter")?;
+    let tripwire = Tripwire {
+        tripwire: &tripwire,
+        loops: &loops,
+    };
     let (reports, counters) = lab
         .client()
-        .run(|| drive_traffic(&lab, &echo, &counter, cancel))
+        .run(|| drive_traffic(&lab, &echo, &counter, &factory, &tripwire, cancel))
         .context("running traffic in the client namespace")??;
     check(cancel)?;
     let roaming = roaming_act(&lab, &echo, &counter)?;
@@ -251,20 +274,50 @@ fn install_tunnel_routes(lab: &Lab) -> anyhow::Result<()> {
         .context("entering the client namespace")?
 }
 
+/// The loop tripwire fed by the TUN reader, and the loops it found so far.
+struct Tripwire<'a> {
+    tripwire: &'a LoopTripwire,
+    loops: &'a Mutex<Vec<LoopEvent>>,
+}
+
+impl Tripwire<'_> {
+    fn found(&self) -> usize {
+        self.loops.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Loops found since `since` (a [`found`](Self::found) count) with `destination` and
+    /// `transport`.
+    fn loops_to(&self, since: usize, destination: SocketAddr, transport: Transport) -> u64 {
+        let protocol = match transport {
+            Transport::Tcp => LoopProtocol::Tcp,
+            _ => LoopProtocol::Udp,
+        };
+        let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        loops
+            .get(since..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| {
+                e.protocol == protocol && canonical(e.destination) == canonical(destination)
+            })
+            .count() as u64
+    }
+}
+
 /// Sends every path's traffic from inside the client namespace and measures it; also returns
 /// the guarded factory's counters.
 fn drive_traffic(
     lab: &Lab,
     echo: &EchoServers,
     counter: &TunCounter,
+    factory: &SocketFactory<LinuxMark>,
+    tripwire: &Tripwire<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<(Vec<PathReport>, CountersReport)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let factory =
-            loopguard::SocketFactory::new(loopguard::LinuxMark::new(GuardConfig::default()));
         let mut reports = Vec::new();
         // Plain sockets first: the problem, then the fix.
         for socket in [SocketKind::Plain, SocketKind::Guarded] {
@@ -277,19 +330,22 @@ fn drive_traffic(
                     }
                     .ok_or_else(|| anyhow!("no echo server on {ip}"))?;
                     let before = counter.count_to(ip, transport);
+                    let loops_before = tripwire.found();
+                    let watch = tripwire.tripwire;
                     let outcome = match transport {
-                        Transport::Tcp => tcp_path(socket, &factory, destination).await,
-                        _ => udp_path(socket, &factory, destination).await,
+                        Transport::Tcp => tcp_path(socket, factory, watch, destination).await,
+                        _ => udp_path(socket, factory, watch, destination).await,
                     };
                     // Counts everything the path queued in the TUN (the counter drains first).
                     let tun_packets = counter.count_to(ip, transport).saturating_sub(before);
+                    let caught = tripwire.loops_to(loops_before, destination, transport);
                     reports.push(judge(
                         socket,
                         ip,
                         transport,
                         destination,
                         outcome,
-                        tun_packets,
+                        (tun_packets, caught),
                     ));
                 }
             }
@@ -311,21 +367,26 @@ fn judge(
     transport: Transport,
     destination: SocketAddr,
     outcome: Outcome,
-    tun_packets: u64,
+    (tun_packets, tripwire): (u64, u64),
 ) -> PathReport {
     let (ok, verdict) = match socket {
         SocketKind::Guarded => {
             let delivered = outcome.sent > 0 && outcome.echoed == outcome.sent;
             match (delivered, tun_packets) {
+                _ if tripwire > 0 => (false, format!("FAIL: the tripwire caught {tripwire} loops")),
                 (true, 0) => (true, "delivered, no loop".to_owned()),
                 (true, n) => (false, format!("FAIL: {n} packets entered the TUN")),
                 (false, 0) => (false, "FAIL: not delivered".to_owned()),
                 (false, n) => (false, format!("FAIL: looped ({n} packets in the TUN)")),
             }
         }
-        SocketKind::Plain => match tun_packets {
-            0 => (false, "FAIL: expected a loop, none seen".to_owned()),
-            _ => (true, "looped into the TUN".to_owned()),
+        SocketKind::Plain => match (tun_packets, tripwire) {
+            (0, _) => (false, "FAIL: expected a loop, none seen".to_owned()),
+            (_, 0) => (
+                false,
+                "FAIL: looped, but the tripwire saw nothing".to_owned(),
+            ),
+            (_, t) => (true, format!("looped into the TUN; tripwire caught {t}")),
         },
     };
     PathReport {
@@ -340,6 +401,7 @@ fn judge(
         sent: outcome.sent,
         echoed: outcome.echoed,
         tun_packets,
+        tripwire,
         ok,
         verdict,
         error: outcome.error,
@@ -395,7 +457,8 @@ impl Udp {
 
 async fn udp_path(
     kind: SocketKind,
-    factory: &loopguard::SocketFactory<loopguard::LinuxMark>,
+    factory: &SocketFactory<LinuxMark>,
+    tripwire: &LoopTripwire,
     dst: SocketAddr,
 ) -> Outcome {
     let mut outcome = Outcome {
@@ -419,6 +482,14 @@ async fn udp_path(
             outcome.error = Some(format!("{e:#}"));
             return outcome;
         }
+    };
+    // A plain socket is not the factory's: the tripwire watches it only when told to.
+    let _watched = match &socket {
+        Udp::Plain(s) => s
+            .local_addr()
+            .ok()
+            .map(|local| tripwire.watch(LoopProtocol::Udp, local, None)),
+        Udp::Guarded(_) => None,
     };
     let mut pending = HashSet::new();
     for i in 0..DATAGRAMS {
@@ -460,7 +531,8 @@ async fn udp_path(
 
 async fn tcp_path(
     kind: SocketKind,
-    factory: &loopguard::SocketFactory<loopguard::LinuxMark>,
+    factory: &SocketFactory<LinuxMark>,
+    tripwire: &LoopTripwire,
     dst: SocketAddr,
 ) -> Outcome {
     // The connections run concurrently, so a looping path costs one timeout, not one each.
@@ -470,7 +542,15 @@ async fn tcp_path(
             let mut echo = vec![0u8; message.len()];
             match kind {
                 SocketKind::Plain => {
-                    let mut s = tokio::net::TcpStream::connect(dst).await?;
+                    // Bound first, so its port is known (and watched) before the SYN leaves.
+                    let socket = match dst {
+                        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                    };
+                    socket.bind(unspecified_for(dst))?;
+                    let _watched =
+                        tripwire.watch(LoopProtocol::Tcp, socket.local_addr()?, Some(dst));
+                    let mut s = socket.connect(dst).await?;
                     s.write_all(&message).await?;
                     s.read_exact(&mut echo).await?;
                 }
@@ -551,8 +631,8 @@ fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
         lab.server_v6()
     );
     println!(
-        "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11}  verdict",
-        "family", "transport", "socket", "sent", "echoed", "TUN packets"
+        "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11} {:>8}  verdict",
+        "family", "transport", "socket", "sent", "echoed", "TUN packets", "tripwire"
     );
     for r in reports {
         let socket = match r.socket {
@@ -560,13 +640,16 @@ fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
             SocketKind::Guarded => "guarded",
         };
         println!(
-            "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11}  {}",
-            r.family, r.transport, socket, r.sent, r.echoed, r.tun_packets, r.verdict
+            "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11} {:>8}  {}",
+            r.family, r.transport, socket, r.sent, r.echoed, r.tun_packets, r.tripwire, r.verdict
         );
     }
     println!();
     if success {
-        println!("OK: every guarded path was delivered with 0 packets in the TUN; every plain path looped.");
+        println!(
+            "OK: every guarded path was delivered with 0 packets in the TUN; every plain path \
+             looped, and the loop tripwire caught it."
+        );
     } else {
         println!("FAILED: see the verdicts above.");
         for r in reports.iter().filter(|r| !r.ok) {
@@ -582,7 +665,8 @@ fn print_counters(c: &CountersReport) {
     println!(
         "guarded factory counters: UDP datagrams sent {} (in {} sends), received {}; dropped: \
          no route {}, send error {}; queue-full retries {}, GSO fallbacks {}, sources \
-         re-resolved {}, protection failures {}",
+         re-resolved {}, protection failures {}; loops detected by its tripwire {} (the plain \
+         sockets it watched count here too)",
         c.datagrams_sent,
         c.sends,
         c.datagrams_received,
@@ -591,7 +675,8 @@ fn print_counters(c: &CountersReport) {
         c.queue_full_retries,
         c.gso_fallbacks,
         c.sources_re_resolved,
-        c.protection_failures
+        c.protection_failures,
+        c.loops_detected
     );
 }
 

@@ -144,12 +144,21 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
     assert_eq!(paths.len(), 8);
     for p in paths {
         let tun = p["tun_packets"].as_u64().expect("tun_packets");
+        // Packets read from the TUN that the loop tripwire recognised as the path's own.
+        let caught = p["tripwire"].as_u64().expect("tripwire");
         match p["socket"].as_str() {
             Some("guarded") => {
                 assert_eq!(tun, 0, "{p}");
+                assert_eq!(caught, 0, "{p}");
                 assert_eq!(p["echoed"], p["sent"], "{p}");
             }
-            Some("plain") => assert!(tun > 0, "{p}"),
+            Some("plain") => {
+                assert!(tun > 0, "{p}");
+                assert!(
+                    caught > 0 && caught <= tun,
+                    "the tripwire missed the loop: {p}"
+                );
+            }
             other => panic!("unexpected socket kind {other:?}"),
         }
     }
@@ -177,6 +186,8 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
         "{counters}"
     );
     assert_eq!(field("dropped_no_route") + field("dropped_send_error"), 0);
+    let caught: u64 = paths.iter().map(|p| p["tripwire"].as_u64().unwrap()).sum();
+    assert!(field("loops_detected") >= caught, "{counters}");
     for k in [
         "sends",
         "queue_full_retries",

@@ -172,6 +172,18 @@ impl TunCounter {
     /// packets addressed to `watched`. Returns once the device is attached, so every packet
     /// routed into it from then on is counted; attaching also brings the device's carrier up.
     pub fn start(netns: &Netns, tun_name: &str, watched: Vec<IpAddr>) -> Result<Self, LabError> {
+        Self::start_with(netns, tun_name, watched, |_| {})
+    }
+
+    /// Like [`start`](Self::start), and also hands every packet read to `on_packet` (on the
+    /// reader's thread, before it is counted): for a loop tripwire, as an application would
+    /// feed the packets it reads from its TUN.
+    pub fn start_with(
+        netns: &Netns,
+        tun_name: &str,
+        watched: Vec<IpAddr>,
+        mut on_packet: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Result<Self, LabError> {
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let name = tun_name.to_owned();
@@ -189,7 +201,7 @@ impl TunCounter {
                     return;
                 }
             };
-            read_loop(&fd, &watched, &thread_shared);
+            read_loop(&fd, &watched, &thread_shared, &mut on_packet);
         })?;
         let counter = TunCounter {
             shared,
@@ -289,13 +301,13 @@ impl Drop for TunCounter {
 /// How long the reader waits in `poll` before checking the stop flag and barrier requests.
 const POLL_MS: libc::c_int = 5;
 
-fn read_loop(fd: &OwnedFd, watched: &[IpAddr], shared: &Shared) {
+fn read_loop(fd: &OwnedFd, watched: &[IpAddr], shared: &Shared, on_packet: &mut dyn FnMut(&[u8])) {
     let mut buf = vec![0u8; 65_536];
     loop {
         // Read before draining: the drain below then covers every packet queued before the
         // request was made.
         let request = shared.sync_requested.load(Ordering::SeqCst);
-        if drain(fd, &mut buf, watched, &shared.counts).is_err() {
+        if drain(fd, &mut buf, watched, &shared.counts, on_packet).is_err() {
             return;
         }
         shared.sync_done.store(request, Ordering::SeqCst);
@@ -316,12 +328,13 @@ fn read_loop(fd: &OwnedFd, watched: &[IpAddr], shared: &Shared) {
     }
 }
 
-/// Reads and counts packets until the non-blocking device has none queued.
+/// Reads, hands on and counts packets until the non-blocking device has none queued.
 fn drain(
     fd: &OwnedFd,
     buf: &mut [u8],
     watched: &[IpAddr],
     counts: &Mutex<TunSnapshot>,
+    on_packet: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
@@ -339,6 +352,7 @@ fn drain(
         }
         // `n` is positive here and at most `buf.len()`.
         let packet = &buf[..n as usize];
+        on_packet(packet);
         counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

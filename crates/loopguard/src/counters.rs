@@ -33,6 +33,9 @@ pub struct Counters {
     pub datagrams_received: u64,
     /// Sockets the strategy could not protect, so the factory never handed them out.
     pub protection_failures: u64,
+    /// Packets of this factory's sockets that a [`LoopTripwire`](crate::LoopTripwire) found
+    /// in the TUN: routing loops (factory-wide; always 0 for one socket's counters).
+    pub loops_detected: u64,
 }
 
 impl Counters {
@@ -53,6 +56,7 @@ impl AddAssign for Counters {
         self.sources_re_resolved += o.sources_re_resolved;
         self.datagrams_received += o.datagrams_received;
         self.protection_failures += o.protection_failures;
+        self.loops_detected += o.loops_detected;
     }
 }
 
@@ -95,6 +99,7 @@ impl SocketCounters {
             sources_re_resolved: v(Counter::SourcesReResolved),
             datagrams_received: v(Counter::DatagramsReceived),
             protection_failures: v(Counter::ProtectionFailures),
+            loops_detected: 0,
         }
     }
 }

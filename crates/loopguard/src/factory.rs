@@ -9,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cache::{Lookup, PathCache};
 use crate::counters::{Counter, CounterRegistry, Counters};
+use crate::tripwire::{LoopTripwire, SocketTable};
 use crate::{os, Error, Path, ResolveError, Strategy, TcpSocket, TcpStream, UdpSocket};
 
 /// Makes sockets that stay out of the tunnel, all protected by one [`Strategy`].
@@ -44,6 +45,7 @@ struct Shared<S> {
     /// `Err`: the tunnel does). Looked up once per source; emptied by `reset`.
     source_interfaces: Mutex<HashMap<IpAddr, Result<Option<u32>, ()>>>,
     counters: CounterRegistry,
+    sockets: Arc<SocketTable>,
 }
 
 /// Most explicit sources remembered; a host has few addresses, so more means churn and the
@@ -70,6 +72,8 @@ pub(crate) trait Guard: Send + Sync {
     fn pin_stream(&self, socket: &Socket, path: &Path) -> Result<(), Error>;
     /// Where sockets register their counters.
     fn counters(&self) -> &CounterRegistry;
+    /// Where sockets register their protocol and port, for the loop tripwire.
+    fn sockets(&self) -> &Arc<SocketTable>;
 }
 
 impl<S: Strategy> Guard for Shared<S> {
@@ -155,17 +159,30 @@ impl<S: Strategy> Guard for Shared<S> {
     fn counters(&self) -> &CounterRegistry {
         &self.counters
     }
+
+    fn sockets(&self) -> &Arc<SocketTable> {
+        &self.sockets
+    }
 }
 
 impl<S: Strategy> SocketFactory<S> {
-    /// A factory whose sockets are protected by `strategy`.
+    /// A factory whose sockets are protected by `strategy`. Its cache keeps the paths of up
+    /// to 65,536 destinations (see [`with_path_capacity`](Self::with_path_capacity)).
     pub fn new(strategy: S) -> Self {
+        Self::with_path_capacity(strategy, crate::cache::DEFAULT_CAPACITY)
+    }
+
+    /// A factory whose cache keeps the resolved paths of at most `destinations` destinations
+    /// (at least 1, at most 2^28); past that, storing a new one evicts another, which is then
+    /// resolved again when next used. Only strategies that resolve paths use the cache.
+    pub fn with_path_capacity(strategy: S, destinations: usize) -> Self {
         SocketFactory {
             shared: Arc::new(Shared {
                 strategy,
-                cache: PathCache::new(),
+                cache: PathCache::with_capacity(destinations),
                 source_interfaces: Mutex::new(HashMap::new()),
                 counters: CounterRegistry::default(),
+                sockets: Arc::default(),
             }),
         }
     }
@@ -211,7 +228,16 @@ impl<S: Strategy> SocketFactory<S> {
     /// What every socket of this factory did so far, live or dropped: datagrams sent and
     /// received, and every datagram dropped, by reason.
     pub fn counters(&self) -> Counters {
-        self.shared.counters.total()
+        let mut counters = self.shared.counters.total();
+        counters.loops_detected = self.shared.sockets.loops_detected();
+        counters
+    }
+
+    /// A tripwire for the packets this application reads from its TUN device: it recognises
+    /// the packets of this factory's own sockets (a routing loop) and counts them in
+    /// [`Counters::loops_detected`].
+    pub fn tripwire(&self) -> LoopTripwire {
+        LoopTripwire::new(Arc::clone(&self.shared.sockets))
     }
 
     /// The network changed (roaming, resume from sleep): forget every cached decision. Sockets

@@ -49,6 +49,8 @@
 //!   lookup.
 //! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
 //!   resets factories and reports the sockets to rebuild when the machine roams.
+//! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
+//!   (a routing loop in progress), per packet, without allocating.
 //! - [`resolve`]: host names resolved through guarded sockets, so DNS never enters the
 //!   tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
@@ -64,6 +66,7 @@ pub mod resolve;
 pub mod route;
 mod strategy;
 mod tcp;
+mod tripwire;
 mod udp;
 
 pub use counters::Counters;
@@ -71,6 +74,7 @@ pub use error::{Error, ProtectionError};
 pub use factory::SocketFactory;
 pub use strategy::{Path, ResolveError, Strategy};
 pub use tcp::{TcpSocket, TcpStream};
+pub use tripwire::{LoopEvent, LoopProtocol, LoopTripwire, Watched};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::factory::Guard;
+use crate::tripwire::{LoopProtocol, Registration};
 use crate::udp::classify;
 use crate::Error;
 
@@ -62,13 +63,29 @@ impl TcpSocket {
             }
             self.guard
                 .pin_stream(&socket2::SockRef::from(&self.socket), &path)?;
+        } else if !self.bound {
+            // The port must be known before the SYN leaves, so the loop tripwire can
+            // recognise a SYN that loops (a connect that never completes).
+            let any = match destination {
+                SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+            };
+            self.socket.bind(any)?;
         }
+        let registration = self.guard.sockets().register(
+            LoopProtocol::Tcp,
+            self.socket.local_addr()?,
+            Some(destination),
+        );
         let stream = self
             .socket
             .connect(destination)
             .await
             .map_err(|e| classify(e, destination))?;
-        Ok(TcpStream { inner: stream })
+        Ok(TcpStream {
+            inner: stream,
+            _registration: registration,
+        })
     }
 }
 
@@ -76,6 +93,8 @@ impl TcpSocket {
 #[derive(Debug)]
 pub struct TcpStream {
     inner: tokio::net::TcpStream,
+    /// Its port and peer in the factory's socket table, for the loop tripwire.
+    _registration: Registration,
 }
 
 impl TcpStream {
@@ -95,7 +114,7 @@ impl TcpStream {
     }
 
     /// The tokio stream inside, for APIs that need one. It stays protected: protection lives
-    /// on the socket, not in this wrapper.
+    /// on the socket, not in this wrapper; the loop tripwire stops watching it.
     pub fn into_inner(self) -> tokio::net::TcpStream {
         self.inner
     }

@@ -19,6 +19,7 @@ use crate::counters::{Counter, Counters, SocketCounters};
 use crate::factory::Guard;
 use crate::os::send_error::{self, Attempt, NextStep, SendFailure};
 use crate::os::send_path::{self, Capabilities};
+use crate::tripwire::{LoopProtocol, Registration};
 use crate::Error;
 
 pub use quinn_udp::EcnCodepoint;
@@ -143,6 +144,8 @@ pub struct UdpSocket {
     gso_refused: AtomicBool,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
+    /// Its port in the factory's socket table, for the loop tripwire.
+    _registration: Registration,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -163,6 +166,9 @@ impl UdpSocket {
         let io = tokio::net::UdpSocket::from_std(std_socket)?;
         let caps = send_path::capabilities(&io);
         let counters = guard.counters().register();
+        let registration = guard
+            .sockets()
+            .register(LoopProtocol::Udp, io.local_addr()?, None);
         Ok(UdpSocket {
             io,
             state,
@@ -170,6 +176,7 @@ impl UdpSocket {
             gso_refused: AtomicBool::new(false),
             guard,
             counters,
+            _registration: registration,
         })
     }
 

@@ -361,10 +361,14 @@ pub fn fill(which: &str, n: usize) -> Box<dyn std::any::Any> {
         }
         Box::new(map)
     } else {
-        let factory = SocketFactory::new(FixedSource {
-            source: SOURCE,
-            fail: false,
-        });
+        // A cache that may hold all `n`: the memory of `n` entries, not of the default bound.
+        let factory = SocketFactory::with_path_capacity(
+            FixedSource {
+                source: SOURCE,
+                fail: false,
+            },
+            n,
+        );
         for d in dsts {
             factory.path_for(d).expect("the fixed strategy resolves");
         }

@@ -12,6 +12,7 @@
 
 mod cache;
 mod stats;
+mod tripwire;
 #[cfg(target_os = "linux")]
 mod udp;
 
@@ -80,6 +81,8 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     let (miss, insert) = cache::misses_and_inserts(rounds);
     report["cache_miss_ns"] = miss;
     report["cache_insert_ns"] = insert;
+    say("loop tripwire");
+    report["tripwire_ns"] = tripwire::run(rounds, lookups);
     say("memory");
     report["memory"] = memory().unwrap_or_else(|e| {
         notes.push(format!("memory: {e:#}"));
@@ -321,6 +324,16 @@ fn table(r: &Value) -> String {
         num(&miss["dashmap"]),
         num(&ins["loopguard"]),
         num(&ins["dashmap"])
+    ));
+    let t = &r["tripwire_ns"];
+    out.push_str(&format!(
+        "\nLoop tripwire (LoopTripwire::check, {} watched sockets): {} ns/packet not a loop, \
+         {} ns/packet for a loop; false positives {}, loops missed {}\n",
+        num(&t["watched_sockets"]),
+        num(&t["not_loop"]),
+        num(&t["loop"]),
+        num(&t["false_positives"]),
+        num(&t["loops_missed"]),
     ));
     let mem = &r["memory"];
     out.push_str(&format!(
