@@ -135,7 +135,17 @@ mod tests {
             (&guard_help, mark.clone()),
             (
                 &guard_help,
-                format!("[default: {:#x}]", GuardConfig::DEFAULT_MASK),
+                format!(
+                    "[default: {:#x} for the default mark",
+                    GuardConfig::DEFAULT_MASK
+                ),
+            ),
+            (
+                &mark_help,
+                format!(
+                    "[default: {:#x} for the default mark",
+                    GuardConfig::DEFAULT_MASK
+                ),
             ),
             (
                 &guard_help,
