@@ -659,9 +659,8 @@ fn marked_flows_pass_strict_rp_filter_and_kernel_replies_leave_by_the_uplink() {
         // from conntrack before the reverse-path check.
         cli.send_to(b"ping", srv.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 16];
-        let (_, from) = srv
-            .recv_from(&mut buf)
-            .expect("the marked datagram left by the uplink");
+        let (_, from) =
+            retry(|| srv.recv_from(&mut buf)).expect("the marked datagram left by the uplink");
         srv.send_to(b"pong", from).unwrap();
         let got = retry(|| cli.recv(&mut buf)).map(|n| buf[..n].to_vec());
         assert_eq!(
