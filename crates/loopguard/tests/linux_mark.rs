@@ -81,7 +81,7 @@ async fn every_socket_carries_the_configured_mark() {
     let udp6 = factory.bind("[::1]:0".parse().unwrap()).unwrap();
     assert_eq!(mark_of(&udp4), 0x1234);
     assert_eq!(mark_of(&udp6), 0x1234);
-    // IPv6 sockets prefer stable source addresses over temporary ones (DESIGN §3.16).
+    // IPv6 sockets prefer stable source addresses over temporary ones.
     let preferences = int_option(&udp6, libc::IPPROTO_IPV6, libc::IPV6_ADDR_PREFERENCES);
     assert_ne!(
         preferences & libc::IPV6_PREFER_SRC_PUBLIC as u32,

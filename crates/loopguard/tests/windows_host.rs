@@ -3,7 +3,7 @@
 //! the lowest-metric default route, an uplink `lg-wv0` at 192.0.2.2 with a default route via
 //! 192.0.2.1, `2001:db8:ff::1` on lo, and an address coming and going on lo).
 //!
-//! What Wine lacks (DESIGN §6) is detected and asserted as lacking, so a test never passes
+//! What Wine lacks is detected and asserted as lacking, so a test never passes
 //! by crashing: `GetBestRoute2` answers `ERROR_NOT_SUPPORTED`, `GetIpInterfaceEntry` is never
 //! called (it would kill the process), change notifications register but never fire, and the
 //! source of an `IP_PKTINFO` on send is ignored.

@@ -46,7 +46,7 @@ pub trait StreamPin: Send + Sync + 'static {
 
 /// The value of `IP_UNICAST_IF` / `IPV6_UNICAST_IF` for an interface index, as the bytes of a
 /// native `u32` must hold it: for IPv4 the index in network byte order, for IPv6 in host
-/// order (DESIGN §3.7). Windows reads the IPv4 one as an address-like value; passing the host
+/// order. Windows reads the IPv4 one as an address-like value; passing the host
 /// order index there pins the socket to another interface, or to none.
 pub fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
     match family_of {
@@ -131,8 +131,8 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
             destination,
         )?;
         // Windows prefers temporary IPv6 addresses by default (RFC 6724 rule 7), so
-        // GetBestRoute2 often answers one; a temporary address rotates away under a long flow
-        // (DESIGN §3.16), so a stable usable address of the same interface wins. Temporary is
+        // GetBestRoute2 often answers one; a temporary address rotates away under a long flow,
+        // so a stable usable address of the same interface wins. Temporary is
         // decided by the row's flags as `UnicastAddress::is_temporary` reads them: an IPv6
         // address whose suffix origin is `Random`. Where Windows randomizes the identifiers
         // of public SLAAC addresses too (RandomizeIdentifiers, the default), those report
@@ -154,7 +154,7 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
 }
 
 /// The index of the interface owning `source` in `host`'s address table: what a datagram
-/// with an explicit source is stamped with. Windows, like for TCP (DESIGN §3.7), does not
+/// with an explicit source is stamped with. Windows, like for TCP, does not
 /// promise to choose the interface from the source alone; index 0 in `IP_PKTINFO` leaves the
 /// choice to the route lookup, which may pick the tunnel. The tunnel's own address is
 /// [`ResolveError::NoRoute`] (the datagram would enter it); an address no interface owns, or
@@ -213,7 +213,7 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
 
     /// Pins the stream to the resolved interface. A path without an interface index cannot
     /// be pinned: that is a protection failure (binding the source alone does not choose the
-    /// interface on Windows, DESIGN §3.7), never a silent fallback.
+    /// interface on Windows), never a silent fallback.
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
         let Some(index) = path.interface else {
             return Err(ProtectionError::new(

@@ -26,7 +26,7 @@ pub mod windows;
 pub(crate) mod wsa_control;
 
 /// Asks the kernel to prefer stable ("public") IPv6 source addresses over temporary ones for
-/// this socket (DESIGN §3.16): a temporary address can rotate away mid-flow. A preference,
+/// this socket: a temporary address can rotate away mid-flow. A preference,
 /// not protection, so a kernel without the option is fine.
 pub(crate) fn prefer_stable_source(socket: &Socket, domain: Domain) {
     if domain != Domain::IPV6 {

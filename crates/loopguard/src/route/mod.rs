@@ -74,7 +74,7 @@ impl fmt::Display for Family {
 }
 
 /// An interface's operational status (`IF_OPER_STATUS`). Only [`OperStatus::Up`] carries
-/// traffic: an unplugged adapter keeps its routes but must never be chosen (DESIGN §3.4).
+/// traffic: an unplugged adapter keeps its routes but must never be chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OperStatus {
     /// `IfOperStatusUp` (1): passes packets.

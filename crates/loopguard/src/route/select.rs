@@ -14,21 +14,21 @@ pub enum LossReason {
     Tunnel,
     /// Its interface is not in the interface table.
     UnknownInterface,
-    /// Its interface is not operationally up (DESIGN §3.4).
+    /// Its interface is not operationally up.
     InterfaceDown(OperStatus),
     /// Its interface has no metric for this family: the family is not enabled there.
     FamilyDisabled,
     /// Its interface has no usable source address for the destination, so a socket pinned
     /// to it could not send.
     NoUsableSource,
-    /// A usable route with a longer prefix exists (DESIGN §3.5).
+    /// A usable route with a longer prefix exists.
     ShorterPrefix {
         /// This route's prefix length.
         prefix_len: u8,
         /// The longest usable prefix length.
         longest: u8,
     },
-    /// Same prefix length, but a higher route + interface metric (DESIGN §3.6).
+    /// Same prefix length, but a higher route + interface metric.
     HigherMetric {
         /// This route's effective metric.
         effective: u64,

@@ -49,7 +49,7 @@ pub(super) fn usable(address: &UnicastAddress, interface: Luid, destination: IpA
 /// interface has no usable address (see the rules of [`select`](super::select)).
 ///
 /// Among usable addresses: a stable one before a temporary one (a temporary IPv6 address
-/// rotates away under long flows, DESIGN §3.16), then the one sharing the longest prefix with
+/// rotates away under long flows), then the one sharing the longest prefix with
 /// the destination (RFC 6724 rule 8), then the lowest address, so the answer never depends
 /// on table order.
 pub fn choose_source(

@@ -39,7 +39,7 @@ pub(crate) fn pick_source(
 }
 
 /// Among the interfaces whose scoped route reaches the destination, given as
-/// `(interface index, prefix length)`, the one with the longest prefix (DESIGN §3.5); ties go
+/// `(interface index, prefix length)`, the one with the longest prefix; ties go
 /// to the first listed, so the choice is stable from one lookup to the next.
 pub(crate) fn best_scoped(routes: impl IntoIterator<Item = (u32, u8)>) -> Option<u32> {
     let mut best: Option<(u32, u8)> = None;
@@ -69,7 +69,7 @@ pub(crate) mod in6_flags {
 /// The IPv6 addresses of one interface in the order to try them as a source, from
 /// `(address, IN6_IFF_* flags)`: tentative, duplicated, detached and deprecated ones dropped
 /// (xnu's own source selection, bsd/netinet6/in6_src.c `in6_selectsrc`, skips them too),
-/// stable ones before temporary ones (DESIGN §3.16: a temporary address can rotate away
+/// stable ones before temporary ones (a temporary address can rotate away
 /// mid-flow). IPv4 addresses pass through unchanged, in place.
 pub(crate) fn order_sources(addrs: impl IntoIterator<Item = (IpAddr, u32)>) -> Vec<IpAddr> {
     use in6_flags::*;

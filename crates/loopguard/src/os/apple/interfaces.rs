@@ -11,7 +11,7 @@ use super::choose;
 pub(super) struct Interface {
     pub(super) name: String,
     pub(super) index: u32,
-    /// Up and running: an interface that is not does not count (DESIGN §3.4).
+    /// Up and running: an interface that is not does not count.
     pub(super) usable: bool,
     pub(super) loopback: bool,
     /// In source-preference order: unusable IPv6 addresses (tentative, duplicated, detached,

@@ -1,5 +1,5 @@
 //! Windows: no socket marks, so every datagram and connection is pinned to the best route
-//! outside the tunnel (DESIGN §2). This module holds the thin OS calls; the decisions are
+//! outside the tunnel. This module holds the thin OS calls; the decisions are
 //! the portable [`route`](crate::route) rules, run by
 //! [`BestRouteOutsideTunnel`](crate::os::best_route::BestRouteOutsideTunnel).
 //!
@@ -8,7 +8,7 @@
 //! - [`WindowsRoute`]: the strategy made of both;
 //! - [`notify::ChangeNotifications`]: route, interface and address change callbacks that
 //!   reset a factory's cache;
-//! - [`wine`]: detects Wine, which lacks some of these calls (DESIGN §6).
+//! - [`wine`]: detects Wine, which lacks some of these calls.
 //!
 //! Nothing here changes the system routing table.
 

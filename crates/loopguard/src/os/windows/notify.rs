@@ -6,7 +6,7 @@
 //! the changed row says ([`Notification`]: interface, prefix or address, metric), which the
 //! Windows [`Monitor`](crate::monitor::Monitor) uses; [`reset_on_change`] wires it to a factory's
 //! [`reset`](crate::SocketFactory::reset) (a generation bump: cheap, so bursts need no
-//! debounce here). Changes of the tunnel's own interface are ignored (DESIGN §3.10).
+//! debounce here). Changes of the tunnel's own interface are ignored.
 //!
 //! Windows fills only the key fields of the row it hands to a callback ("NotifyRouteChange2",
 //! "NotifyIpInterfaceChange", "NotifyUnicastIpAddressChange", Win32 docs): prefix, next hop,
@@ -20,7 +20,7 @@
 //! or drop its own registration without deadlocking `CancelMibChangeNotify2`, and a panic is
 //! caught there instead of unwinding into Windows.
 //!
-//! Under Wine the registrations succeed but never fire (DESIGN §6); the cache then still
+//! Under Wine the registrations succeed but never fire; the cache then still
 //! recovers through send errors and [`reset`](crate::SocketFactory::reset).
 
 use std::ffi::c_void;

@@ -1,5 +1,6 @@
 //! [`UnicastIf`]: holds a stream socket to one interface with `IP_UNICAST_IF` /
-//! `IPV6_UNICAST_IF`, local to the socket (DESIGN §3.7: never per-destination host routes).
+//! `IPV6_UNICAST_IF`, local to the socket (never per-destination host routes, which would
+//! leak other programs' traffic to that address around the tunnel and outlive a crash).
 
 use std::io;
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Detects Wine, which lacks parts of the IP Helper API (DESIGN §6): `GetIpInterfaceEntry`
+//! Detects Wine, which lacks parts of the IP Helper API: `GetIpInterfaceEntry`
 //! is missing (calling it kills the process), `GetBestRoute2` always fails with
 //! `ERROR_NOT_SUPPORTED`, change notifications register but never fire, and the source of
 //! an `IP_PKTINFO` on send is ignored.
