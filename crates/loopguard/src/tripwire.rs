@@ -364,7 +364,7 @@ impl Drop for Registration {
 /// packet-information or virtio header):
 ///
 /// ```
-/// # fn demo(factory: &loopguard::SocketFactory<loopguard::LinuxMark>, packet: &[u8]) {
+/// # fn demo<S: loopguard::Strategy>(factory: &loopguard::SocketFactory<S>, packet: &[u8]) {
 /// let tripwire = factory.tripwire();
 /// if let Some(event) = tripwire.check(packet) {
 ///     // Drop the packet: wrapping it would send it through the same socket again.
