@@ -220,6 +220,9 @@ pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
         Error::HostUnreachable { destination } => {
             format!("{destination} is unreachable: no route outside the tunnel leads there (nothing was sent)")
         }
+        Error::TunnelGone { destination } => {
+            format!("{destination} not tried: the tunnel is not in the host's tables (deleted, or restarted under a new identity); nothing was sent")
+        }
         Error::Protection(p) => format!("protection failed, nothing was sent: {p}"),
         Error::Io(e) => match e.raw_os_error() {
             Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => {
@@ -322,7 +325,12 @@ mod linux {
             let message = payload(round, args.size);
             let start = Instant::now();
             if let Err(e) = socket.send(&DatagramOut::new(dst, &message)).await {
-                let fatal = e.is_fatal() || matches!(e, loopguard::Error::HostUnreachable { .. });
+                let fatal = e.is_fatal()
+                    || matches!(
+                        e,
+                        loopguard::Error::HostUnreachable { .. }
+                            | loopguard::Error::TunnelGone { .. }
+                    );
                 let text = describe(&e, dst);
                 if fatal {
                     report.error = Some(text);

@@ -88,11 +88,13 @@ const SWEEP_PER_STORE: usize = 2;
 const EMPTY: u64 = 0;
 const FOUND: u64 = 1;
 const NO_ROUTE: u64 = 2;
+/// Like `NO_ROUTE` (same deadline), for "the tunnel is gone": callers get a different error.
+const TUNNEL_GONE: u64 = 3;
 const STATE_MASK: u64 = 0b11;
 /// The key is an IPv6 address (else IPv4, in `key[0]`).
 const KEY_V6: u64 = 1 << 2;
 /// `FOUND`: the path's index in the path table, in bits 16..32, and the path's id in bits
-/// 32..64. `NO_ROUTE`: the deadline in milliseconds since the cache's epoch, bits 3..64.
+/// 32..64. `NO_ROUTE` and `TUNNEL_GONE`: the deadline in milliseconds since the cache's epoch, bits 3..64.
 const PATH_INDEX_SHIFT: u32 = 16;
 const PATH_ID_SHIFT: u32 = 32;
 const DEADLINE_SHIFT: u32 = 3;
@@ -435,6 +437,8 @@ pub(crate) enum Lookup {
     Hit(Path),
     /// A cached "no route" that has not expired.
     NoRoute,
+    /// A cached "the tunnel is gone" that has not expired.
+    TunnelGone,
     /// Nothing usable: resolve, then [`PathCache::store`] with this generation.
     Miss { generation: u64 },
 }
@@ -626,7 +630,8 @@ impl PathCache {
                 Some(path) if path.id == fields.path_id() => Lookup::Hit(path.path()),
                 _ => miss,
             },
-            _ if self.now_ms() < fields.deadline_ms() => Lookup::NoRoute,
+            NO_ROUTE if self.now_ms() < fields.deadline_ms() => Lookup::NoRoute,
+            TUNNEL_GONE if self.now_ms() < fields.deadline_ms() => Lookup::TunnelGone,
             _ => miss,
         }
     }
@@ -660,9 +665,13 @@ impl PathCache {
                 fields.meta |=
                     FOUND | (index as u64) << PATH_INDEX_SHIFT | u64::from(id) << PATH_ID_SHIFT;
             }
-            Err(_) => {
+            Err(e) => {
+                let state = match e {
+                    ResolveError::TunnelGone { .. } => TUNNEL_GONE,
+                    _ => NO_ROUTE,
+                };
                 let deadline = self.now_ms() + NEGATIVE_TTL.as_millis() as u64;
-                fields.meta |= NO_ROUTE | deadline << DEADLINE_SHIFT;
+                fields.meta |= state | deadline << DEADLINE_SHIFT;
             }
         }
         self.insert_locked(&mut writer, fields);
@@ -805,7 +814,7 @@ impl PathCache {
 
     /// Whether `fields` is a "no route" entry whose time is up.
     fn expired(&self, fields: &Fields, now_ms: u64) -> bool {
-        fields.state() == NO_ROUTE && fields.deadline_ms() <= now_ms
+        matches!(fields.state(), NO_ROUTE | TUNNEL_GONE) && fields.deadline_ms() <= now_ms
     }
 
     /// Makes room for one entry: an expired "no route" entry near the hand if there is one,
@@ -1182,7 +1191,7 @@ mod tests {
                     found += 1;
                 }
                 Lookup::Miss { .. } => {}
-                Lookup::NoRoute => panic!("no route never stored"),
+                Lookup::NoRoute | Lookup::TunnelGone => panic!("no route never stored"),
             }
         }
         assert_eq!(found, capacity);
@@ -1401,7 +1410,7 @@ mod tests {
                             Lookup::Miss { .. } => {
                                 false_misses.fetch_add(1, Ordering::Relaxed);
                             }
-                            Lookup::NoRoute => panic!("no route never stored"),
+                            Lookup::NoRoute | Lookup::TunnelGone => panic!("no route never stored"),
                         }
                     }
                 });

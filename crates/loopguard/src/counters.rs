@@ -17,7 +17,8 @@ pub struct Counters {
     pub datagrams_sent: u64,
     /// Send system calls that succeeded (a GSO batch is one).
     pub sends: u64,
-    /// Datagrams dropped because no route outside the tunnel existed (fail closed).
+    /// Datagrams dropped because no route outside the tunnel existed, or the tunnel was gone
+    /// from the host's tables (fail closed).
     pub dropped_no_route: u64,
     /// Datagrams dropped because the send failed otherwise (returned as [`Error::Io`]).
     ///

@@ -24,6 +24,16 @@ pub enum Error {
         /// Where the datagram or connection was going.
         destination: SocketAddr,
     },
+    /// The tunnel the strategy avoids is not in the host's current tables (deleted, or
+    /// restarted under a new identity), so no path can be trusted to stay out of it: the
+    /// datagram or connection to `destination` was dropped, not sent. The path is resolved
+    /// again once the tunnel is back (a strategy that follows the tunnel by name finds the
+    /// new one itself; otherwise build the strategy again for the new tunnel).
+    #[error("the tunnel is not in the host's current tables (deleted, or restarted under a new identity): {destination} dropped, not sent")]
+    TunnelGone {
+        /// Where the datagram or connection was going.
+        destination: SocketAddr,
+    },
     /// The operating system reported an error that is not about protection.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -41,7 +51,9 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e {
             Error::Io(e) => e,
-            Error::HostUnreachable { .. } => io::Error::new(io::ErrorKind::HostUnreachable, e),
+            Error::HostUnreachable { .. } | Error::TunnelGone { .. } => {
+                io::Error::new(io::ErrorKind::HostUnreachable, e)
+            }
             Error::Protection(_) => io::Error::new(io::ErrorKind::PermissionDenied, e),
         }
     }

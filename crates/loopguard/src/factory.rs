@@ -81,10 +81,14 @@ impl<S: Strategy> Guard for Shared<S> {
         if !self.strategy.pins_source() {
             return Ok(None);
         }
-        let ip = destination.ip();
+        // A dual-stack socket names an IPv4 peer as `::ffff:a.b.c.d`; its route is the IPv4
+        // one, so lookup and cache use the IPv4 address (the send path encodes the IPv4
+        // source the way the kernel expects for a mapped destination).
+        let ip = destination.ip().to_canonical();
         let generation = match self.cache.lookup(ip) {
             Lookup::Hit(path) => return Ok(Some(path)),
             Lookup::NoRoute => return Err(Error::HostUnreachable { destination }),
+            Lookup::TunnelGone => return Err(Error::TunnelGone { destination }),
             Lookup::Miss { generation } => generation,
         };
         let result = self.strategy.resolve(ip);
@@ -92,6 +96,10 @@ impl<S: Strategy> Guard for Shared<S> {
         match result {
             Ok(path) => Ok(Some(path)),
             Err(ResolveError::NoRoute) => Err(Error::HostUnreachable { destination }),
+            Err(ResolveError::TunnelGone { tunnel }) => {
+                tracing::warn!(%destination, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
+                Err(Error::TunnelGone { destination })
+            }
             Err(ResolveError::Io(e)) => Err(Error::Io(e)),
         }
     }
@@ -104,6 +112,8 @@ impl<S: Strategy> Guard for Shared<S> {
         if !self.strategy.pins_source() {
             return Ok(None);
         }
+        // `::ffff:a.b.c.d` (a dual-stack socket's IPv4 address) is owned as `a.b.c.d`.
+        let source = source.to_canonical();
         let cached = self
             .source_interfaces
             .lock()
@@ -116,7 +126,12 @@ impl<S: Strategy> Guard for Shared<S> {
                 let answer = match self.strategy.interface_for_source(source) {
                     Ok(index) => Ok(index),
                     Err(ResolveError::NoRoute) => Err(()),
-                    // A failed lookup is not remembered: the next datagram asks again.
+                    // Neither a vanished tunnel nor a failed lookup is remembered: the next
+                    // datagram asks again.
+                    Err(ResolveError::TunnelGone { tunnel }) => {
+                        tracing::warn!(%source, %destination, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
+                        return Err(Error::TunnelGone { destination });
+                    }
                     Err(ResolveError::Io(e)) => return Err(Error::Io(e)),
                 };
                 let mut map = self
@@ -137,7 +152,7 @@ impl<S: Strategy> Guard for Shared<S> {
     }
 
     fn forget(&self, destination: SocketAddr) {
-        self.cache.forget(destination.ip());
+        self.cache.forget(destination.ip().to_canonical());
     }
 
     fn socket(&self, domain: Domain, ty: Type, protocol: Protocol) -> Result<Socket, Error> {

@@ -42,6 +42,8 @@
 //! - [`Error::Protection`]: the socket could not be protected; it is dropped, never used.
 //! - [`Error::HostUnreachable`]: no path outside the tunnel; the datagram or SYN was dropped,
 //!   not sent "unprotected".
+//! - [`Error::TunnelGone`]: a pinning strategy's tunnel is not in the host's tables (deleted,
+//!   or restarted under a new identity); dropped the same way until it is found again.
 //!
 //! # Modules
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.

@@ -22,6 +22,15 @@ pub enum ResolveError {
     /// default route belongs to the tunnel). A normal state: callers drop the datagram.
     #[error("no route outside the tunnel")]
     NoRoute,
+    /// The tunnel the strategy avoids is not in the host's current tables: it was deleted,
+    /// or restarted under a new identity (a new LUID or interface index), which would make
+    /// it look like an ordinary interface. Nothing can be pinned safely until it is found
+    /// again, so callers drop the datagram (fail closed).
+    #[error("the tunnel {tunnel} is not in the host's current tables (deleted, or restarted under a new identity)")]
+    TunnelGone {
+        /// How the tunnel was named or identified.
+        tunnel: String,
+    },
     /// The lookup itself failed.
     #[error("route lookup failed: {0}")]
     Io(#[from] io::Error),

@@ -1,7 +1,7 @@
 //! [`TcpSocket`] and [`TcpStream`]: protected TCP, with the strategy applied at connect time.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -54,12 +54,19 @@ impl TcpSocket {
 
     /// Connects to `destination` on the path outside the tunnel.
     ///
-    /// Fails with [`Error::HostUnreachable`] when no such path exists: no SYN is sent into the
-    /// tunnel.
+    /// Fails with [`Error::HostUnreachable`] when no such path exists, and with
+    /// [`Error::TunnelGone`] while the strategy's tunnel is missing from the host's tables: no
+    /// SYN is sent either way.
     pub async fn connect(self, destination: SocketAddr) -> Result<TcpStream, Error> {
         if let Some(path) = self.guard.path_for(destination)? {
             if !self.bound {
-                self.socket.bind(SocketAddr::new(path.source, 0))?;
+                // An IPv4 path of an IPv4-mapped destination: an IPv6 socket binds the
+                // mapped form of the source.
+                let source = match (destination, path.source) {
+                    (SocketAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+                    (_, source) => source,
+                };
+                self.socket.bind(SocketAddr::new(source, 0))?;
             }
             self.guard
                 .pin_stream(&socket2::SockRef::from(&self.socket), &path)?;

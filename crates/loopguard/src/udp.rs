@@ -212,15 +212,17 @@ impl UdpSocket {
     /// device supports) is split into several sends. If the device refuses GSO, GSO is turned
     /// off for this socket and the batch is sent again one datagram at a time.
     ///
-    /// Errors: [`Error::HostUnreachable`] when no route outside the tunnel exists (nothing was
-    /// sent for the failed part), [`Error::Io`] otherwise. When a batch is split, the parts
+    /// Errors: [`Error::HostUnreachable`] when no route outside the tunnel exists and
+    /// [`Error::TunnelGone`] while the strategy's tunnel is missing from the host's tables
+    /// (nothing was sent for the failed part; both count as `dropped_no_route`),
+    /// [`Error::Io`] otherwise. When a batch is split, the parts
     /// before a failure have been sent.
     pub async fn send(&self, datagram: &DatagramOut<'_>) -> Result<(), Error> {
         let mut sent = 0;
         let result = self.send_counted(datagram, &mut sent).await;
         if let Err(e) = &result {
             let reason = match e {
-                Error::HostUnreachable { .. } => Counter::DroppedNoRoute,
+                Error::HostUnreachable { .. } | Error::TunnelGone { .. } => Counter::DroppedNoRoute,
                 _ => Counter::DroppedSendError,
             };
             self.counters.add(reason, datagram_count(datagram) - sent);

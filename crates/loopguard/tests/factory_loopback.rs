@@ -25,6 +25,8 @@ struct FakePinning {
 
 const PINNED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
+/// Resolving this one finds the fake tunnel missing from the host's tables.
+const TUNNEL_GONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 67);
 /// The fake tunnel's own address: an explicit source there must never be sent.
 const TUNNEL_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 40);
 
@@ -48,6 +50,9 @@ impl Strategy for FakePinning {
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         self.resolved.fetch_add(1, Ordering::SeqCst);
         match destination {
+            IpAddr::V4(TUNNEL_GONE) => Err(ResolveError::TunnelGone {
+                tunnel: "`fake`".into(),
+            }),
             IpAddr::V4(v4) if v4.is_loopback() && v4 != NO_ROUTE => Ok(Path {
                 source: PINNED_SOURCE.into(),
                 interface: None,
@@ -67,8 +72,9 @@ impl Strategy for FakePinning {
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
         // The factory binds the resolved source before asking the strategy to pin.
         let local = socket.local_addr().unwrap().as_socket().unwrap();
+        // (An IPv6 socket to an IPv4-mapped peer binds the mapped form of the source.)
         assert_eq!(
-            local.ip(),
+            local.ip().to_canonical(),
             path.source,
             "pinned before the source was bound"
         );
@@ -404,4 +410,102 @@ async fn refused_protections_are_counted_by_the_factory() {
     factory.bind(addr("127.0.0.1:0")).unwrap_err();
     factory.connect(addr("127.0.0.1:9")).await.unwrap_err();
     assert_eq!(factory.counters().protection_failures, 2);
+}
+
+/// quinn's usual socket is `[::]`, which names IPv4 peers `::ffff:a.b.c.d`: they are resolved
+/// (and cached) as the IPv4 address, the IPv4 source reaches the peer, and an explicit mapped
+/// source is looked up as IPv4 too.
+#[tokio::test]
+async fn a_dual_stack_socket_reaches_ipv4_mapped_peers_on_their_ipv4_path() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("[::]:0")).unwrap();
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let mapped = SocketAddr::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(), port);
+    assert_eq!(
+        factory.path_for(mapped).unwrap(),
+        factory.path_for(receiver.local_addr().unwrap()).unwrap(),
+    );
+    for i in 0..2u8 {
+        sender.send(&DatagramOut::new(mapped, &[i])).await.unwrap();
+    }
+    let got = receive(&receiver, 2).await;
+    assert_eq!(got.len(), 2);
+    assert!(got
+        .iter()
+        .all(|(from, _)| from.ip() == IpAddr::from(PINNED_SOURCE)));
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        1,
+        "one resolution, cached"
+    );
+
+    let tunnel_source = IpAddr::from(TUNNEL_SOURCE.to_ipv6_mapped());
+    let err = sender
+        .send(&DatagramOut::new(mapped, b"leak").with_src(tunnel_source))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::HostUnreachable { .. }), "{err:?}");
+    assert!(
+        receive_within(&receiver, 1, Duration::from_millis(800))
+            .await
+            .is_empty(),
+        "a mapped tunnel source was sent"
+    );
+
+    // TCP: an IPv6 socket to a mapped peer binds the mapped form of the IPv4 source.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mapped = SocketAddr::new(
+        Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+        listener.local_addr().unwrap().port(),
+    );
+    let stream = factory
+        .tcp_socket(mapped)
+        .unwrap()
+        .connect(mapped)
+        .await
+        .unwrap();
+    let (_, peer) = listener.accept().await.unwrap();
+    assert_eq!(peer.ip(), IpAddr::from(PINNED_SOURCE));
+    drop(stream);
+}
+
+/// A strategy whose tunnel vanished refuses with its own error, sends nothing, and is not
+/// asked again for every datagram.
+#[tokio::test]
+async fn a_missing_tunnel_fails_closed_with_its_own_error_and_is_not_resolved_per_datagram() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let receiver = factory
+        .bind(SocketAddr::new(TUNNEL_GONE.into(), 0))
+        .unwrap();
+    let dst = receiver.local_addr().unwrap();
+    for _ in 0..3 {
+        let err = sender.send(&DatagramOut::new(dst, b"x")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::TunnelGone { destination } if destination == dst),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        1,
+        "resolved per datagram"
+    );
+    assert_eq!(factory.counters().dropped_no_route, 3);
+    let err = factory
+        .tcp_socket(dst)
+        .unwrap()
+        .connect(dst)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TunnelGone { .. }), "{err:?}");
+    assert!(
+        receive_within(&receiver, 1, Duration::from_millis(800))
+            .await
+            .is_empty(),
+        "sent while the tunnel was gone"
+    );
+    let io: std::io::Error = Error::TunnelGone { destination: dst }.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::HostUnreachable);
 }

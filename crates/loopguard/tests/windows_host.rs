@@ -143,7 +143,7 @@ fn the_tunnel_is_excluded_for_real() {
     assert_eq!(unguarded.interface_alias, "lg-tun0", "{unguarded:#?}");
 
     let strategy = WindowsRoute::for_tunnel_named("lg-tun0").unwrap();
-    assert_eq!(strategy.tunnel(), &tunnel);
+    assert_eq!(strategy.tunnel(), tunnel);
     let path = strategy.resolve(ip("203.0.113.9")).unwrap();
     assert_eq!(
         path,

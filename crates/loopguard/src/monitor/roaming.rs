@@ -79,7 +79,8 @@ impl<S: Strategy> EgressLookup for ResolveEgress<S> {
                     interface: None,
                     source: Some(path.source),
                 })),
-                Err(ResolveError::NoRoute) => Ok(None),
+                // A tunnel that is gone leaves no trustworthy egress: the same as none.
+                Err(ResolveError::NoRoute | ResolveError::TunnelGone { .. }) => Ok(None),
                 Err(ResolveError::Io(e)) => Err(e),
             }
         })

@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::RwLock;
 
 use crate::route::{self, choose_source, HostTables, Interface, Tunnel};
 use crate::{Path, ProtectionError, ResolveError, Strategy};
@@ -60,24 +61,89 @@ pub fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
 /// source get the chosen source and interface index (stamped with `IP_PKTINFO` /
 /// `IPV6_PKTINFO`); stream sockets are bound to the source and pinned to the interface.
 ///
+/// The tunnel is identified by LUID, so a rename does not matter. A tunnel that is no longer
+/// in the host's tables fails closed ([`ResolveError::TunnelGone`]): a tunnel restarted under
+/// a new LUID would otherwise be an ordinary candidate, and win. What happens next is a
+/// [`TunnelRestart`] policy: a tunnel found by name ([`Tunnel::find`]) is found again by that
+/// name; one given by LUID alone stays refused until the strategy is built again.
+///
 /// On Windows use `loopguard::os::windows::WindowsRoute`, this strategy with the real host.
 #[derive(Debug)]
 pub struct BestRouteOutsideTunnel<H, P> {
     host: H,
     pin: P,
-    tunnel: Tunnel,
+    tunnel: RwLock<Tunnel>,
+    restart: TunnelRestart,
+}
+
+/// What a pinning strategy does when its tunnel is no longer in the host's tables. Until the
+/// tunnel is found again, every destination is refused either way (fail closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelRestart {
+    /// Look the tunnel up again by the name it was found by, on every resolution while it is
+    /// missing, and avoid the new interface from then on. The default for a tunnel found by
+    /// name.
+    FollowName,
+    /// Stay refused: the caller builds a new strategy (and factory) for the new tunnel. The
+    /// only choice for a tunnel given by LUID alone.
+    FailClosed,
 }
 
 impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
-    /// A strategy that never uses `tunnel` (identified by LUID, so a rename does not matter),
-    /// reading the host through `host` and pinning streams with `pin`.
+    /// A strategy that never uses `tunnel`, reading the host through `host` and pinning
+    /// streams with `pin`. A tunnel with a [name](Tunnel::name) is followed across restarts
+    /// ([`TunnelRestart::FollowName`]).
     pub fn new(host: H, pin: P, tunnel: Tunnel) -> Self {
-        BestRouteOutsideTunnel { host, pin, tunnel }
+        let restart = if tunnel.name().is_some() {
+            TunnelRestart::FollowName
+        } else {
+            TunnelRestart::FailClosed
+        };
+        BestRouteOutsideTunnel {
+            host,
+            pin,
+            tunnel: RwLock::new(tunnel),
+            restart,
+        }
     }
 
-    /// The tunnel this strategy avoids.
-    pub fn tunnel(&self) -> &Tunnel {
-        &self.tunnel
+    /// The same strategy with another restart policy. `FollowName` without a name behaves as
+    /// `FailClosed`.
+    pub fn with_restart(mut self, restart: TunnelRestart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// The tunnel this strategy avoids now (after a followed restart, the new one).
+    pub fn tunnel(&self) -> Tunnel {
+        self.tunnel
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The tunnel as it is in `host`: the known one if it is there, else (following by name)
+    /// the one found under that name, else [`ResolveError::TunnelGone`].
+    fn tunnel_in(&self, host: &HostTables) -> Result<Tunnel, ResolveError> {
+        let known = self.tunnel();
+        if known.is_present_in(host) {
+            return Ok(known);
+        }
+        let gone = || ResolveError::TunnelGone {
+            tunnel: known.describe(),
+        };
+        let (TunnelRestart::FollowName, Some(name)) = (self.restart, known.name()) else {
+            return Err(gone());
+        };
+        let found = Tunnel::find(host, name).map_err(|_| gone())?;
+        tracing::warn!(
+            tunnel = name,
+            old = ?known.luids(),
+            new = ?found.luids(),
+            "the tunnel came back under a new identity; avoiding the new one"
+        );
+        *self.tunnel.write().unwrap_or_else(|p| p.into_inner()) = found.clone();
+        Ok(found)
     }
 
     /// The host reader.
@@ -88,13 +154,19 @@ impl<H: HostSnapshot, P: StreamPin> BestRouteOutsideTunnel<H, P> {
     /// The full decision for `destination`, with every candidate route and why it lost:
     /// what `loopguard route` prints. The source is the one [`resolve`](Strategy::resolve)
     /// would use.
+    ///
+    /// A tunnel missing from the tables is an error of kind `NotFound`.
     pub fn explain(
         &self,
         destination: IpAddr,
     ) -> io::Result<Result<route::Decision, route::Unreachable>> {
         let host = self.host.snapshot()?;
+        let tunnel = self.tunnel_in(&host).map_err(|e| match e {
+            ResolveError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::NotFound, other.to_string()),
+        })?;
         Ok(
-            route::select(&host, &self.tunnel, destination).map(|mut decision| {
+            route::select(&host, &tunnel, destination).map(|mut decision| {
                 if let Some(interface) = host.interface(decision.interface) {
                     decision.source = self
                         .source_on(&host, interface, destination)
@@ -194,21 +266,24 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
         let host = self.host.snapshot()?;
-        let path = route::path_for(&host, &self.tunnel, destination)?;
+        let tunnel = self.tunnel_in(&host)?;
+        let path = route::path_for(&host, &tunnel, destination)?;
         let Some(index) = path.interface else {
             return Ok(path);
         };
         let source = host
             .interfaces
             .iter()
-            .find(|i| i.index == index && !self.tunnel.contains(i.luid))
+            .find(|i| i.index == index && !tunnel.contains(i.luid))
             .and_then(|interface| self.source_on(&host, interface, destination))
             .unwrap_or(path.source);
         Ok(Path { source, ..path })
     }
 
     fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
-        interface_owning(&self.host.snapshot()?, &self.tunnel, source)
+        let host = self.host.snapshot()?;
+        let tunnel = self.tunnel_in(&host)?;
+        interface_owning(&host, &tunnel, source)
     }
 
     /// Pins the stream to the resolved interface. A path without an interface index cannot
@@ -550,5 +625,123 @@ mod tests {
         assert_eq!(v4.to_ne_bytes(), [0, 0, 0, 7]);
         let v6 = unicast_if_value(ip("2001:db8::1"), 7);
         assert_eq!(v6, 7);
+    }
+
+    /// A host whose tables a test changes between resolutions.
+    struct ChangingHost(Mutex<HostTables>);
+
+    impl HostSnapshot for ChangingHost {
+        fn snapshot(&self) -> io::Result<HostTables> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    impl ChangingHost {
+        fn set(&self, tables: HostTables) {
+            *self.0.lock().unwrap() = tables;
+        }
+    }
+
+    const NEW_TUN: Luid = Luid(0x0035_0000_0000_0009);
+
+    /// `host()` after the tunnel restarted: the old LUID is gone, and a new adapter with the
+    /// same alias holds the lowest-metric default and the same address.
+    fn restarted() -> HostTables {
+        let mut tables = host();
+        tables.interfaces[0] = interface(NEW_TUN, 41, "lg-tun", 5);
+        for r in &mut tables.routes {
+            if r.interface == TUN {
+                r.interface = NEW_TUN;
+            }
+        }
+        for a in tables.addresses.iter_mut().flatten() {
+            if a.interface == TUN {
+                a.interface = NEW_TUN;
+            }
+        }
+        tables
+    }
+
+    /// `host()` with the tunnel deleted: no interface, route or address of it.
+    fn deleted() -> HostTables {
+        let mut tables = host();
+        tables.interfaces.retain(|i| i.luid != TUN);
+        tables.routes.retain(|r| r.interface != TUN);
+        tables
+            .addresses
+            .iter_mut()
+            .for_each(|a| a.retain(|a| a.interface != TUN));
+        tables
+    }
+
+    #[test]
+    fn a_tunnel_restarted_under_a_new_luid_fails_closed_when_given_by_luid() {
+        // What the check prevents: to the selection the new adapter is an ordinary one, and
+        // the lowest-metric default wins.
+        let naive = route::path_for(&restarted(), &Tunnel::new(TUN), ip("203.0.113.9")).unwrap();
+        assert_eq!(naive.interface, Some(41));
+
+        let s = strategy(FakeHost::new(restarted()));
+        for dst in ["203.0.113.9", "198.51.100.7"] {
+            assert!(
+                matches!(s.resolve(ip(dst)), Err(ResolveError::TunnelGone { ref tunnel }) if tunnel.contains("0x35000000000001")),
+                "{dst}"
+            );
+        }
+        assert!(matches!(
+            s.interface_for_source(ip("192.0.2.10")),
+            Err(ResolveError::TunnelGone { .. })
+        ));
+        assert!(s.explain(ip("203.0.113.9")).is_err());
+        // Deleted, not restarted: refused the same way.
+        let s = strategy(FakeHost::new(deleted()));
+        assert!(matches!(
+            s.resolve(ip("203.0.113.9")),
+            Err(ResolveError::TunnelGone { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tunnel_found_by_name_is_refused_while_gone_and_followed_when_it_returns() {
+        let host = ChangingHost(Mutex::new(host()));
+        let tunnel = Tunnel::find(&host.snapshot().unwrap(), "lg-tun").unwrap();
+        assert_eq!(tunnel.name(), Some("lg-tun"));
+        let s = BestRouteOutsideTunnel::new(host, RecordingPin::default(), tunnel);
+        assert_eq!(s.resolve(ip("203.0.113.9")).unwrap().interface, Some(2));
+
+        s.host().set(deleted());
+        assert!(matches!(
+            s.resolve(ip("203.0.113.9")),
+            Err(ResolveError::TunnelGone { ref tunnel }) if tunnel == "`lg-tun`"
+        ));
+
+        s.host().set(restarted());
+        let path = s.resolve(ip("203.0.113.9")).unwrap();
+        assert_eq!(
+            path.interface,
+            Some(2),
+            "the new tunnel (index 41) is avoided"
+        );
+        assert_eq!(s.tunnel().luids(), &[NEW_TUN]);
+        // The tunnel's address now belongs to the new tunnel: an explicit source there is
+        // refused as before.
+        assert!(matches!(
+            s.interface_for_source(ip("192.0.2.40")),
+            Err(ResolveError::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn following_by_name_can_be_turned_off() {
+        let host = ChangingHost(Mutex::new(host()));
+        let tunnel = Tunnel::find(&host.snapshot().unwrap(), "lg-tun").unwrap();
+        let s = BestRouteOutsideTunnel::new(host, RecordingPin::default(), tunnel)
+            .with_restart(TunnelRestart::FailClosed);
+        s.host().set(restarted());
+        assert!(matches!(
+            s.resolve(ip("203.0.113.9")),
+            Err(ResolveError::TunnelGone { .. })
+        ));
+        assert_eq!(s.tunnel().luids(), &[TUN]);
     }
 }

@@ -313,16 +313,21 @@ impl HostTables {
 }
 
 /// The tunnel's identity: the LUID (or LUIDs, when a text dump splits one adapter by family)
-/// whose routes never count.
+/// whose routes never count, and the name it was found by, if any (so a strategy can find it
+/// again after a restart gave it a new LUID).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tunnel {
     luids: Vec<Luid>,
+    name: Option<String>,
 }
 
 impl Tunnel {
     /// The tunnel with this LUID.
     pub fn new(luid: Luid) -> Tunnel {
-        Tunnel { luids: vec![luid] }
+        Tunnel {
+            luids: vec![luid],
+            name: None,
+        }
     }
 
     /// A tunnel made of several LUIDs; none at all means "no tunnel".
@@ -330,7 +335,32 @@ impl Tunnel {
         let mut luids: Vec<Luid> = luids.into_iter().collect();
         luids.sort();
         luids.dedup();
-        Tunnel { luids }
+        Tunnel { luids, name: None }
+    }
+
+    /// What [`find`](Self::find) found the tunnel by (alias, index or address), if it was.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Whether every LUID of the tunnel is an interface of `host`. A tunnel that is not (it
+    /// was deleted, or restarted with a new LUID) cannot be excluded from `host`'s routes:
+    /// a strategy must fail closed rather than pick a path. "No tunnel" is always present.
+    pub fn is_present_in(&self, host: &HostTables) -> bool {
+        self.luids
+            .iter()
+            .all(|&luid| host.interfaces.iter().any(|i| i.luid == luid))
+    }
+
+    /// A readable identity for messages: the name if known, else the LUIDs.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("`{name}`"),
+            None => {
+                let luids: Vec<String> = self.luids.iter().map(|l| format!("{:#x}", l.0)).collect();
+                format!("with LUID {}", luids.join(", "))
+            }
+        }
     }
 
     /// Whether `luid` belongs to the tunnel.
@@ -348,6 +378,10 @@ impl Tunnel {
     /// later rename does not matter.
     pub fn find(host: &HostTables, name: &str) -> Result<Tunnel, TunnelNotFound> {
         let name = name.trim();
+        let named = |tunnel: Tunnel| Tunnel {
+            name: Some(name.to_owned()),
+            ..tunnel
+        };
         let by_alias: Vec<Luid> = host
             .interfaces
             .iter()
@@ -355,7 +389,7 @@ impl Tunnel {
             .map(|i| i.luid)
             .collect();
         if !by_alias.is_empty() {
-            return Ok(Tunnel::from_luids(by_alias));
+            return Ok(named(Tunnel::from_luids(by_alias)));
         }
         if let Ok(index) = name.parse::<u32>() {
             let found: Vec<Luid> = host
@@ -365,7 +399,7 @@ impl Tunnel {
                 .map(|i| i.luid)
                 .collect();
             if !found.is_empty() {
-                return Ok(Tunnel::from_luids(found));
+                return Ok(named(Tunnel::from_luids(found)));
             }
         }
         if let Ok(address) = name.parse::<IpAddr>() {
@@ -377,7 +411,7 @@ impl Tunnel {
                 .map(|a| a.interface)
                 .collect();
             if !found.is_empty() {
-                return Ok(Tunnel::from_luids(found));
+                return Ok(named(Tunnel::from_luids(found)));
             }
         }
         Err(TunnelNotFound {

@@ -112,6 +112,20 @@ pub(crate) fn scoped_search(
     }
 }
 
+/// The tunnel's interface index, given what `if_nametoindex` answered for its name (0: no
+/// interface has that name). A missing tunnel is [`TunnelGone`](crate::ResolveError::TunnelGone),
+/// never "no tunnel to avoid": a VPN that restarts gets the next free `utunN` from xnu
+/// (bsd/net/if_utun.c numbers units in order), so the old name then matches nothing while the
+/// new tunnel is an ordinary interface that can hold the best route.
+pub(crate) fn tunnel_index(tunnel: &str, index: u32) -> Result<u32, crate::ResolveError> {
+    if index == 0 {
+        return Err(crate::ResolveError::TunnelGone {
+            tunnel: format!("`{tunnel}`"),
+        });
+    }
+    Ok(index)
+}
+
 /// The interface owning an explicit source, given every interface as
 /// `(index, is the tunnel, addresses)`: its index to stamp in `IP_PKTINFO` (xnu then scopes
 /// the datagram to it, bsd/netinet/udp_usrreq.c `udp_check_pktinfo`), `Ok(None)` when no
@@ -134,6 +148,15 @@ pub(crate) fn owner_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tunnel_name_that_no_interface_has_is_gone_not_absent() {
+        assert_eq!(tunnel_index("utun4", 17).unwrap(), 17);
+        assert!(matches!(
+            tunnel_index("utun4", 0),
+            Err(crate::ResolveError::TunnelGone { tunnel }) if tunnel == "`utun4`"
+        ));
+    }
 
     #[test]
     fn unusable_ipv6_sources_are_dropped_and_temporary_ones_come_last() {

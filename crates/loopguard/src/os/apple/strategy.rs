@@ -20,6 +20,11 @@ use crate::{Path, ProtectionError, ResolveError, Strategy};
 /// its own route to the destination (a lookup scoped with `RTF_IFSCOPE`); the longest prefix
 /// wins, ties going to the interface listed first. No such route: the destination is
 /// unreachable outside the tunnel, and the factory fails closed.
+///
+/// The tunnel is named by its `utunN`. While no interface has that name every destination is
+/// refused ([`ResolveError::TunnelGone`]): a VPN that restarts usually comes back as another
+/// `utunN`, which this strategy cannot tell from an ordinary interface. Build a new strategy
+/// (and factory) for the new name then.
 #[derive(Debug)]
 pub struct BoundInterface {
     tunnel: String,
@@ -97,7 +102,7 @@ impl Strategy for BoundInterface {
     }
 
     fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
-        let tunnel_index = interfaces::index_of(&self.tunnel);
+        let tunnel_index = choose::tunnel_index(&self.tunnel, interfaces::index_of(&self.tunnel))?;
         let interfaces = interfaces::list()?;
         let mut reply = self.get(destination, None)?;
         if self.enters_tunnel(&reply, tunnel_index) {
@@ -119,7 +124,7 @@ impl Strategy for BoundInterface {
     }
 
     fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
-        let tunnel_index = interfaces::index_of(&self.tunnel);
+        let tunnel_index = choose::tunnel_index(&self.tunnel, interfaces::index_of(&self.tunnel))?;
         let interfaces = interfaces::list()?;
         choose::owner_of(
             source,
