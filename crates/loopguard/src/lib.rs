@@ -80,7 +80,7 @@ pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub use os::apple::{AppleGuard, AppleMode};
 #[cfg(target_os = "linux")]
-pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, TunnelRoutes};
+pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside, TunnelRoutes};
 #[cfg(unix)]
 pub use os::protect::{ProtectFailure, ProtectHook, Protector};
 #[cfg(windows)]

@@ -1,8 +1,11 @@
 //! The one datagram send of each OS, chosen here at module level (quinn-udp's shape), so
 //! [`UdpSocket`](crate::UdpSocket) asks for the path once per batch and hands the batch to
 //! [`send`] without a `cfg` of its own:
-//! - Linux, Android and other Unixes: quinn-udp (GSO, `IP_PKTINFO` with the source; the mark
-//!   or the protect hook choose the interface);
+//! - Linux with an interface from the strategy (a pin strategy, no mark): `sendmsg` with
+//!   `IP_PKTINFO` / `IPV6_PKTINFO` carrying source *and* interface index, `UDP_SEGMENT` and
+//!   ECN ([`linux_control`](super::linux_control)), because quinn-udp writes index 0;
+//! - Linux without one, Android and other Unixes: quinn-udp (GSO, `IP_PKTINFO` with the
+//!   source; the mark or the protect hook choose the interface);
 //! - macOS, iOS: `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO` carrying source *and*
 //!   interface ([`darwin_control`](super::darwin_control)), because xnu ignores quinn-udp's
 //!   `IP_RECVDSTADDR` on send;
@@ -43,7 +46,9 @@ mod imp {
         caps: Capabilities,
         transmit: &Transmit<'_>,
         interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        let _ = resolved;
         crate::os::windows::udp_send::send(socket, transmit, interface, caps)
     }
 }
@@ -67,7 +72,9 @@ mod imp {
         _caps: Capabilities,
         transmit: &Transmit<'_>,
         interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        let _ = resolved;
         crate::os::apple::udp_send::send(socket, transmit, interface)
     }
 }
@@ -83,15 +90,22 @@ mod imp {
         Capabilities::default()
     }
 
-    /// quinn-udp's send. The interface is not stamped: the mark (Linux) or the protect
-    /// hook (Android) already keep the socket out of the tunnel.
+    /// quinn-udp's send, or on Linux ours when the strategy names the interface: without
+    /// it the mark (Linux) or the protect hook (Android) already keep the socket out of the
+    /// tunnel; with it, the index in the packet info is what does.
     pub(crate) fn send(
         socket: &tokio::net::UdpSocket,
         state: &UdpSocketState,
         _caps: Capabilities,
         transmit: &Transmit<'_>,
-        _interface: Option<u32>,
+        interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if interface.is_some() {
+            return crate::os::linux::udp_send::send(socket, transmit, interface, resolved);
+        }
+        let _ = (interface, resolved);
         state.try_send(UdpSockRef::from(socket), transmit)
     }
 }
