@@ -7,9 +7,12 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::block_on;
+use loopguard::monitor::{Monitor, MonitorConfig, ResolveEgress, Roaming};
 use loopguard::{DatagramOut, Error, PinOutside, SocketFactory, UdpSocket};
 use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +31,13 @@ struct PinLab {
 
 impl PinLab {
     fn build(tag: &str) -> PinLab {
+        PinLab::build_with(tag, |_| {})
+    }
+
+    /// The lab, changed by `prepare` (a second uplink, say) before the half routes go in.
+    fn build_with(tag: &str, prepare: impl FnOnce(&Lab)) -> PinLab {
         let lab = Lab::build(tag).expect("lab");
+        prepare(&lab);
         lab.route_all_into_tun_main_table().expect("half routes");
         let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
         let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
@@ -270,4 +279,105 @@ fn a_dual_stack_socket_reaches_an_ipv4_and_an_ipv6_peer() {
             "pinned traffic to {server} entered the TUN"
         );
     }
+}
+
+/// Roaming without marks: a UDP flow (a datagram every 5 ms) to the IPv4 echo runs over the
+/// preferred uplink, its default route is deleted mid-stream, and the flow resumes over the
+/// second uplink once the monitor's change resets the factory's cached path.
+#[test]
+fn the_preferred_uplinks_default_deleted_mid_stream_the_flow_moves_to_the_other() {
+    if loopguard_lab::skip_unprivileged("pin_roaming_default_deleted") {
+        return;
+    }
+    let g = PinLab::build_with("prm", |lab| lab.add_second_uplink().expect("second uplink"));
+    let server = IpAddr::from(g.lab.server_v4());
+    let dst = g.echo.udp_addr(server).unwrap();
+    let (old_source, new_source) = (
+        IpAddr::from(g.lab.client_v4()),
+        IpAddr::from(g.lab.client2_v4()),
+    );
+    let gateway = g.lab.gateway_v4().to_string();
+    let (tun, ns) = (g.lab.tun(), g.lab.client().name().to_owned());
+    let (before, after, recovery) = g
+        .lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let strategy = Arc::new(PinOutside::for_tunnel_named(tun).unwrap());
+                let factory = SocketFactory::new(strategy.clone());
+                let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
+                let mut roaming = Roaming::new(monitor, ResolveEgress(strategy));
+                roaming.reset_on_change(factory.clone());
+                let roam = tokio::spawn(async move { while roaming.next().await.is_some() {} });
+                let socket = Arc::new(factory.bind("0.0.0.0:0".parse().unwrap()).unwrap());
+                let stop = Arc::new(AtomicBool::new(false));
+                let echoes = Arc::new(Mutex::new(Vec::<(Instant, Option<IpAddr>)>::new()));
+                let sender = tokio::spawn({
+                    let (socket, stop) = (socket.clone(), stop.clone());
+                    async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            // Sends fail closed while no path exists; the flow keeps trying.
+                            let _ = socket.send(&DatagramOut::new(dst, b"flow")).await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                });
+                let receiver = tokio::spawn({
+                    let (socket, echoes) = (socket.clone(), echoes.clone());
+                    async move {
+                        let mut buf = vec![0u8; 65_535 * socket.gro_segments()];
+                        while let Ok(meta) = socket.recv_from(&mut buf).await {
+                            echoes.lock().unwrap().push((Instant::now(), meta.dst_ip));
+                        }
+                    }
+                });
+                let seen = |from: Instant, via: IpAddr| {
+                    echoes
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(at, d)| *at >= from && *d == Some(via))
+                        .map(|(at, _)| *at - from)
+                };
+                let start = Instant::now();
+                let deadline = start + WAIT;
+                while seen(start, old_source).is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let before = seen(start, old_source).is_some();
+                let out = tokio::process::Command::new("ip")
+                    .args(["-n", &ns, "-4", "route", "del", "default", "via", &gateway])
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                let event = Instant::now();
+                let deadline = event + WAIT;
+                while seen(event, new_source).is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                stop.store(true, Ordering::Relaxed);
+                let _ = sender.await;
+                receiver.abort();
+                roam.abort();
+                (
+                    before,
+                    seen(event, new_source).is_some(),
+                    seen(event, new_source),
+                )
+            })
+        })
+        .unwrap();
+    println!(
+        "roaming: echoes via {old_source} before {before}, via {new_source} after {after} \
+         (recovered after {recovery:?}); TUN {}",
+        g.tun_packets_to(server)
+    );
+    assert!(before, "the flow never ran over the first uplink");
+    assert!(after, "the flow did not move to the second uplink");
+    assert_eq!(
+        g.tun_packets_to(server),
+        0,
+        "pinned packets entered the TUN"
+    );
 }
