@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use loopguard::monitor::{Monitor, MonitorConfig, ResolveEgress, Roaming};
-use loopguard::{DatagramOut, Error, PinOutside, SocketFactory, UdpSocket};
+use loopguard::{
+    DatagramOut, Error, Path, PinOutside, ProtectionError, ResolveError, SocketFactory, Strategy,
+    UdpSocket,
+};
 use loopguard_lab::{EchoServers, Lab, Transport, TunCounter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -380,4 +383,68 @@ fn the_preferred_uplinks_default_deleted_mid_stream_the_flow_moves_to_the_other(
         0,
         "pinned packets entered the TUN"
     );
+}
+
+/// What the factory's canonicalisation of IPv4-mapped destinations will do, done by a
+/// wrapper here: resolving `::ffff:a.b.c.d` as `a.b.c.d`. With it, the dual-stack socket's
+/// datagram to the mapped peer goes out with SOL_IP packet info and comes back, so the
+/// ignored test above fails only for want of that canonicalisation.
+struct Unmapped(PinOutside);
+
+impl Strategy for Unmapped {
+    fn protect(&self, socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        self.0.protect(socket)
+    }
+    fn pins_source(&self) -> bool {
+        self.0.pins_source()
+    }
+    fn resolve(&self, destination: IpAddr) -> Result<Path, ResolveError> {
+        let destination = match destination {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(destination, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.resolve(destination)
+    }
+    fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        self.0.interface_for_source(source)
+    }
+    fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        self.0.pin_stream(socket, path)
+    }
+}
+
+#[test]
+fn with_mapped_destinations_resolved_as_ipv4_a_dual_stack_socket_reaches_both_peers() {
+    if loopguard_lab::skip_unprivileged("pin_dual_stack_with_unmapped_resolution") {
+        return;
+    }
+    let g = PinLab::build("pdu");
+    let v4 = g.echo.udp_addr(g.lab.server_v4().into()).unwrap();
+    let v6 = g.echo.udp_addr(g.lab.server_v6().into()).unwrap();
+    let mapped = SocketAddr::new(IpAddr::V6(g.lab.server_v4().to_ipv6_mapped()), v4.port());
+    let tun = g.lab.tun();
+    let (to_v4, to_v6) = g
+        .lab
+        .client()
+        .run(move || {
+            let strategy = Unmapped(PinOutside::for_tunnel_named(tun).unwrap());
+            block_on(async move {
+                let factory = SocketFactory::new(strategy);
+                let socket = factory.bind("[::]:0".parse().unwrap()).unwrap();
+                let to_v4 = round_trip(&socket, mapped, None, b"to v4", None, 1).await;
+                let to_v6 = round_trip(&socket, v6, None, b"to v6", None, 1).await;
+                (to_v4, to_v6)
+            })
+        })
+        .unwrap();
+    println!("dual stack, unmapped resolution: {mapped} {to_v4:?}, {v6} {to_v6:?}");
+    assert_eq!(to_v4.unwrap(), 1, "IPv4 peer (as {mapped}) from [::]");
+    assert_eq!(to_v6.unwrap(), 1, "IPv6 peer from [::]");
+    for server in g.lab.server_addrs() {
+        assert_eq!(
+            g.tun_packets_to(server),
+            0,
+            "pinned traffic to {server} entered the TUN"
+        );
+    }
 }
