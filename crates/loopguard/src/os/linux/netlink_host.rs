@@ -251,6 +251,139 @@ mod tests {
         host.snapshot().unwrap();
     }
 
+    fn route_message(
+        family: AddressFamily,
+        table: u8,
+        kind: RouteType,
+        attributes: Vec<RouteAttribute>,
+    ) -> RouteNetlinkMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        m.header.table = table;
+        m.header.kind = kind;
+        m.attributes = attributes;
+        if let Some(RouteAttribute::Destination(RouteAddress::Inet6(_))) = m.attributes.first() {
+            m.header.destination_prefix_length = 1;
+        }
+        RouteNetlinkMessage::NewRoute(m)
+    }
+
+    #[test]
+    fn main_unicast_routes_keep_prefix_next_hop_device_and_priority() {
+        use netlink_packet_route::route::RouteNextHop;
+        let gw = RouteAttribute::Gateway(RouteAddress::Inet("192.0.2.1".parse().unwrap()));
+        // A default route (no RTA_DST) of `main`, metric 100.
+        let r = route(route_message(
+            AddressFamily::Inet,
+            254,
+            RouteType::Unicast,
+            vec![
+                gw.clone(),
+                RouteAttribute::Oif(3),
+                RouteAttribute::Priority(100),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(r.destination, "0.0.0.0/0".parse::<IpNet>().unwrap());
+        assert_eq!(
+            (r.next_hop, r.interface, r.metric),
+            (Some("192.0.2.1".parse().unwrap()), Luid(3), 100)
+        );
+        // `::/1` on the tunnel, on-link.
+        let r = route(route_message(
+            AddressFamily::Inet6,
+            254,
+            RouteType::Unicast,
+            vec![
+                RouteAttribute::Destination(RouteAddress::Inet6("::".parse().unwrap())),
+                RouteAttribute::Oif(9),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(r.destination, "::/1".parse::<IpNet>().unwrap());
+        assert_eq!((r.next_hop, r.interface, r.metric), (None, Luid(9), 0));
+        // A multipath route counts by its first hop.
+        let hop = |index, g: &str| {
+            let mut h = RouteNextHop::default();
+            h.interface_index = index;
+            h.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(
+                g.parse().unwrap(),
+            ))];
+            h
+        };
+        let r = route(route_message(
+            AddressFamily::Inet,
+            254,
+            RouteType::Unicast,
+            vec![RouteAttribute::MultiPath(vec![
+                hop(4, "192.0.2.9"),
+                hop(5, "198.51.100.9"),
+            ])],
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.interface, r.next_hop),
+            (Luid(4), Some("192.0.2.9".parse().unwrap()))
+        );
+        // Another table (also as RTA_TABLE past 255), or not unicast: not ours.
+        for (table, kind, extra) in [
+            (255, RouteType::Unicast, None),
+            (252, RouteType::Unicast, Some(RouteAttribute::Table(51820))),
+            (254, RouteType::Unreachable, None),
+            (254, RouteType::Local, None),
+        ] {
+            let mut attributes = vec![RouteAttribute::Oif(3)];
+            attributes.extend(extra);
+            let m = route_message(AddressFamily::Inet, table, kind, attributes);
+            assert_eq!(route(m), None, "table {table} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn address_flags_decide_preferred_and_temporary() {
+        let of = |text: &str, flags: AddressFlags| {
+            let mut m = AddressMessage::default();
+            m.header.index = 2;
+            m.header.prefix_len = 64;
+            let ip: IpAddr = text.parse().unwrap();
+            m.attributes.push(AddressAttribute::Address(ip));
+            m.attributes.push(AddressAttribute::Flags(flags));
+            address(RouteNetlinkMessage::NewAddress(m)).unwrap()
+        };
+        let a = of("2001:db8:1::2", AddressFlags::Permanent);
+        assert_eq!(
+            (a.state, a.interface, a.is_temporary()),
+            (AddressState::Preferred, Luid(2), false)
+        );
+        assert_eq!(
+            of("2001:db8:1::3", AddressFlags::Tentative).state,
+            AddressState::Tentative
+        );
+        assert_eq!(
+            of("2001:db8:1::4", AddressFlags::Deprecated).state,
+            AddressState::Deprecated
+        );
+        assert_eq!(
+            of(
+                "2001:db8:1::5",
+                AddressFlags::Dadfailed | AddressFlags::Tentative
+            )
+            .state,
+            AddressState::Duplicate
+        );
+        assert!(of("2001:db8:1::6", AddressFlags::Secondary).is_temporary());
+        // On IPv4 the same bit means "secondary", not temporary.
+        assert!(!of("192.0.2.7", AddressFlags::Secondary).is_temporary());
+        // IFA_LOCAL wins over IFA_ADDRESS (the peer on a point-to-point link).
+        let mut m = AddressMessage::default();
+        m.attributes
+            .push(AddressAttribute::Address("192.0.2.254".parse().unwrap()));
+        m.attributes
+            .push(AddressAttribute::Local("192.0.2.8".parse().unwrap()));
+        let a = address(RouteNetlinkMessage::NewAddress(m)).unwrap();
+        assert_eq!(a.address, "192.0.2.8".parse::<IpAddr>().unwrap());
+    }
+
     #[test]
     fn admin_and_operational_state_together_decide_up() {
         assert_eq!(status(true, State::Up), OperStatus::Up);
