@@ -35,6 +35,12 @@ impl StreamPin for BindToDevice {
 /// ([`NetlinkHost`]) and [`BindToDevice`]. For hosts where the tunnel's routes sit in `main`
 /// (for example `0.0.0.0/1` and `128.0.0.0/1` through `tun0`) and nothing marks sockets.
 ///
+/// IPv6 datagrams leave with the interface index and an unspecified source, the kernel
+/// choosing the source on that interface: it binds an IPv6 lookup to the interface only
+/// then. So an IPv6 datagram with a source of the caller's (or from a socket bound to a
+/// specific IPv6 address) fails closed with an `Unsupported` I/O error, unsent; IPv4 takes
+/// explicit sources. Streams are pinned for both families.
+///
 /// The tunnel is identified by ifindex (see [`NetlinkHost`]), found once by name with
 /// [`PinOutside::for_tunnel_named`] (`BestRouteOutsideTunnel::new` takes the parts).
 pub type PinOutside = BestRouteOutsideTunnel<NetlinkHost, BindToDevice>;
