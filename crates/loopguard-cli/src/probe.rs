@@ -36,6 +36,10 @@ pub struct ProbeArgs {
     pub resolver: Option<SocketAddr>,
     #[command(flatten)]
     pub mark: MarkArg,
+    /// Guard with the pin strategy instead of the mark: the best route of `main` outside
+    /// this tunnel device, no mark and no policy rules
+    #[arg(long, value_name = "IFACE", conflicts_with_all = ["mark", "mask"])]
+    pub pin_outside: Option<String>,
     /// Number of round trips
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
@@ -68,8 +72,10 @@ pub struct Report {
     pub transport: Transport,
     /// The echo server.
     pub destination: SocketAddr,
-    /// The mark the socket carried.
-    pub mark: u32,
+    /// The mark the socket carried; `null` with `--pin-outside`.
+    pub mark: Option<u32>,
+    /// The tunnel device the pin strategy kept the socket out of; `null` with the mark.
+    pub pin_outside: Option<String>,
     /// Bytes per message.
     pub size: u32,
     /// Round trips asked for.
@@ -93,14 +99,18 @@ impl Report {
     }
 
     fn text(&self) -> String {
+        let guard = match (&self.pin_outside, self.mark) {
+            (Some(tunnel), _) => format!("pinned outside {tunnel}"),
+            (None, Some(mark)) => format!("with mark {mark:#x}"),
+            (None, None) => "guarded".to_owned(),
+        };
         let mut out = format!(
-            "probe {} {} with mark {:#x}: {} round trip(s) of {} bytes\n",
+            "probe {} {} {guard}: {} round trip(s) of {} bytes\n",
             serde_json::to_value(self.transport)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             self.destination,
-            self.mark,
             self.count,
             self.size
         );
@@ -146,12 +156,34 @@ pub fn millis(d: std::time::Duration) -> f64 {
 #[cfg(target_os = "linux")]
 pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     let config = args.mark.config()?;
-    let destination = match args.destination.parse::<SocketAddr>() {
-        Ok(addr) => addr,
-        Err(_) => linux::resolve(&args, config).await?,
+    let report = match &args.pin_outside {
+        None => {
+            let factory = || loopguard::SocketFactory::new(loopguard::LinuxMark::new(config));
+            let destination = match args.destination.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => linux::resolve(&args, factory()).await?,
+            };
+            check_destination(destination)?;
+            linux::probe(&args, destination, factory(), Some(config.mark())).await
+        }
+        Some(tunnel) => {
+            use loopguard::os::linux::{PinOutside, PinOutsideError};
+            let strategy = match PinOutside::for_tunnel_named(tunnel) {
+                Ok(s) => std::sync::Arc::new(s),
+                Err(e @ PinOutsideError::NoSuchTunnel(_)) => {
+                    return Err(crate::UsageError(format!("--pin-outside: {e}")).into())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let factory = || loopguard::SocketFactory::new(strategy.clone());
+            let destination = match args.destination.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => linux::resolve(&args, factory()).await?,
+            };
+            check_destination(destination)?;
+            linux::probe(&args, destination, factory(), None).await
+        }
     };
-    check_destination(destination)?;
-    let report = linux::probe(&args, destination, config).await;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -242,16 +274,16 @@ mod linux {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::time::{Duration, Instant};
 
-    use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
+    use loopguard::{DatagramOut, SocketFactory, Strategy};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::time::timeout;
 
     use super::{describe, millis, payload, Failure, ProbeArgs, Report, Transport};
 
     /// Resolves `HOST:PORT` through a guarded resolver (never the system's).
-    pub(super) async fn resolve(
+    pub(super) async fn resolve<S: Strategy>(
         args: &ProbeArgs,
-        config: GuardConfig,
+        factory: SocketFactory<S>,
     ) -> anyhow::Result<SocketAddr> {
         let (host, port) = super::split_host_port(&args.destination)?;
         let Some(server) = args.resolver else {
@@ -262,11 +294,8 @@ mod linux {
             ))
             .into());
         };
-        let resolver = loopguard::resolve::GuardedResolver::new(
-            SocketFactory::new(LinuxMark::new(config)),
-            [server],
-        )?
-        .with_timeout(Duration::from_millis(args.timeout_ms), 2);
+        let resolver = loopguard::resolve::GuardedResolver::new(factory, [server])?
+            .with_timeout(Duration::from_millis(args.timeout_ms), 2);
         let addrs = resolver.lookup(host, port).await?;
         let first = *addrs
             .first()
@@ -275,15 +304,17 @@ mod linux {
         Ok(first)
     }
 
-    pub(super) async fn probe(
+    pub(super) async fn probe<S: Strategy>(
         args: &ProbeArgs,
         destination: SocketAddr,
-        config: GuardConfig,
+        factory: SocketFactory<S>,
+        mark: Option<u32>,
     ) -> Report {
         let mut report = Report {
             transport: args.transport,
             destination,
-            mark: config.mark(),
+            mark,
+            pin_outside: args.pin_outside.clone(),
             size: args.size,
             count: args.count,
             sent: 0,
@@ -292,7 +323,6 @@ mod linux {
             failures: Vec::new(),
             error: None,
         };
-        let factory = SocketFactory::new(LinuxMark::new(config));
         let wait = Duration::from_millis(args.timeout_ms);
         match args.transport {
             Transport::Udp => udp(&factory, args, wait, &mut report).await,
@@ -301,8 +331,8 @@ mod linux {
         report
     }
 
-    async fn udp(
-        factory: &SocketFactory<LinuxMark>,
+    async fn udp<S: Strategy>(
+        factory: &SocketFactory<S>,
         args: &ProbeArgs,
         wait: Duration,
         report: &mut Report,
@@ -373,8 +403,8 @@ mod linux {
         }
     }
 
-    async fn tcp(
-        factory: &SocketFactory<LinuxMark>,
+    async fn tcp<S: Strategy>(
+        factory: &SocketFactory<S>,
         args: &ProbeArgs,
         wait: Duration,
         report: &mut Report,
@@ -449,7 +479,8 @@ mod tests {
         let mut r = Report {
             transport: Transport::Udp,
             destination: "192.0.2.1:7".parse().unwrap(),
-            mark: 0x4c47,
+            mark: Some(0x4c47),
+            pin_outside: None,
             size: 64,
             count: 2,
             sent: 2,

@@ -36,6 +36,11 @@ pub struct GetArgs {
     /// The tunnel's interface: report whether the route enters it
     #[arg(long, value_name = "IFACE")]
     pub tunnel: Option<String>,
+    /// Choose the route as the pin strategy does instead (no mark, no policy rules): the best
+    /// route of `main` outside this tunnel device; prints the interface, source and next hop,
+    /// and why each other candidate route lost
+    #[arg(long, value_name = "IFACE", conflicts_with_all = ["mark", "mask", "tunnel"])]
+    pub pin_outside: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -92,6 +97,9 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<bool> {
 /// Runs `loopguard route get`; `Ok(true)` when the kernel answered.
 #[cfg(target_os = "linux")]
 async fn get(args: GetArgs) -> anyhow::Result<bool> {
+    if let Some(tunnel) = &args.pin_outside {
+        return pin_get(tunnel, args.destination, args.json);
+    }
     let config = args.mark.config()?;
     if let Some(tunnel) = &args.tunnel {
         // "Does not enter it" would be a false all-clear for a device that does not exist.
@@ -124,6 +132,32 @@ async fn get(args: GetArgs) -> anyhow::Result<bool> {
         println!("{}", answer.text(config.mark()));
     }
     Ok(true)
+}
+
+/// `loopguard route get --pin-outside`: the pin strategy's decision on the live tables, in
+/// `route explain`'s form; `Ok(false)` when no route outside the tunnel exists.
+#[cfg(target_os = "linux")]
+fn pin_get(tunnel: &str, destination: IpAddr, json: bool) -> anyhow::Result<bool> {
+    use loopguard::os::linux::{PinOutside, PinOutsideError};
+    let strategy = match PinOutside::for_tunnel_named(tunnel) {
+        Ok(s) => s,
+        Err(e @ PinOutsideError::NoSuchTunnel(_)) => {
+            return Err(crate::UsageError(format!("--pin-outside: {e}")).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = strategy.explain(destination)?;
+    let reachable = outcome.is_ok();
+    let notes = [format!(
+        "pin strategy outside {tunnel}: main table, no mark, no policy rules"
+    )];
+    let value = crate::explain::windows::outcome_value(destination, outcome, &notes);
+    if json {
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        print!("{}", crate::explain::output::text(&value));
+    }
+    Ok(reachable)
 }
 
 /// Runs `loopguard route get`: Linux only.

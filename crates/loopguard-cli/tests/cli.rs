@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use loopguard_lab::{skip_unprivileged, unique_name, Netns};
+use loopguard_lab::{skip_unprivileged, unique_name, EchoServers, Lab, Netns, TunCounter};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loopguard");
@@ -98,10 +98,24 @@ fn help_works_for_every_command() {
         assert!(text.contains(usage.trim_end()), "{args:?}:\n{text}");
     }
     let text = stdout(&loopguard(None, &["probe", "--help"]));
-    for option in ["--mark", "--count", "--size", "--timeout-ms", "--json"] {
+    for option in [
+        "--mark",
+        "--pin-outside",
+        "--count",
+        "--size",
+        "--timeout-ms",
+        "--json",
+    ] {
         assert!(
             text.contains(option),
             "probe --help lacks {option}:\n{text}"
+        );
+    }
+    let text = stdout(&loopguard(None, &["route", "get", "--help"]));
+    for option in ["--mark", "--mask", "--tunnel", "--pin-outside", "--json"] {
+        assert!(
+            text.contains(option),
+            "route get --help lacks {option}:\n{text}"
         );
     }
     let text = stdout(&loopguard(None, &["routes", "apply", "--help"]));
@@ -1316,4 +1330,132 @@ fn apply_watch_restore_sysctls_puts_them_back_after_sigterm() {
     assert!(keys.contains(&"net.ipv4.fwmark_reflect"), "{last}");
     assert_eq!(read("net.ipv4.fwmark_reflect"), "0");
     assert_eq!(read("net.ipv4.conf.all.src_valid_mark"), "0");
+}
+
+#[test]
+fn pin_outside_conflicts_with_the_mark_options() {
+    for args in [
+        &[
+            "probe",
+            "udp",
+            "192.0.2.1:7",
+            "--pin-outside",
+            "tun0",
+            "--mark",
+            "0x10",
+        ][..],
+        &[
+            "probe",
+            "tcp",
+            "192.0.2.1:7",
+            "--pin-outside",
+            "tun0",
+            "--mask",
+            "0xff",
+        ],
+        &[
+            "route",
+            "get",
+            "192.0.2.1",
+            "--pin-outside",
+            "tun0",
+            "--mark",
+            "0x10",
+        ],
+    ] {
+        let out = loopguard(None, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--pin-outside"), "{}", stderr(&out));
+    }
+}
+
+/// `probe --pin-outside` and `route get --pin-outside` in the lab whose TUN holds the half
+/// routes in `main` (no policy rules): the probe's echoes come back, nothing enters the TUN,
+/// and route get names the uplink and why the TUN's route lost.
+#[test]
+fn probe_and_route_get_with_pin_outside_leave_by_the_uplink() {
+    if skip_unprivileged("probe_and_route_get_with_pin_outside_leave_by_the_uplink") {
+        return;
+    }
+    let lab = Lab::build("cpin").expect("lab");
+    lab.route_all_into_tun_main_table().unwrap();
+    let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 0).expect("echo");
+    let tun = TunCounter::start(lab.client(), lab.tun(), lab.server_addrs().to_vec())
+        .expect("tun counter");
+    for server in lab.server_addrs() {
+        for (transport, dst) in [
+            ("udp", echo.udp_addr(server).unwrap()),
+            ("tcp", echo.tcp_addr(server).unwrap()),
+        ] {
+            let dst = dst.to_string();
+            let out = loopguard(
+                Some(lab.client()),
+                &[
+                    "probe",
+                    transport,
+                    &dst,
+                    "--count",
+                    "2",
+                    "--pin-outside",
+                    lab.tun(),
+                    "--json",
+                ],
+            );
+            assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+            let v = json(&out);
+            assert_eq!(v["received"], 2, "{v}");
+            assert_eq!(v["pin_outside"], lab.tun(), "{v}");
+            assert_eq!(v["mark"], Value::Null, "{v}");
+        }
+        let destination = server.to_string();
+        let out = loopguard(
+            Some(lab.client()),
+            &[
+                "route",
+                "get",
+                &destination,
+                "--pin-outside",
+                lab.tun(),
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["interface_alias"], lab.uplink(), "{v}");
+        let source = if server.is_ipv4() {
+            lab.client_v4().to_string()
+        } else {
+            lab.client_v6().to_string()
+        };
+        assert_eq!(v["source"], source.as_str(), "{v}");
+        let tunnel_lost = v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["interface_alias"] == lab.tun() && c["reason"]["kind"] == "tunnel");
+        assert!(tunnel_lost, "{v}");
+        let text = stdout(&loopguard(
+            Some(lab.client()),
+            &["route", "get", &destination, "--pin-outside", lab.tun()],
+        ));
+        assert!(
+            text.contains(lab.uplink()) && text.contains("tunnel interface"),
+            "{text}"
+        );
+    }
+    let snapshot = tun.stop();
+    for server in lab.server_addrs() {
+        let looped: u64 = [loopguard_lab::Transport::Udp, loopguard_lab::Transport::Tcp]
+            .into_iter()
+            .map(|t| snapshot.count_to(server, t))
+            .sum();
+        assert_eq!(looped, 0, "probe traffic to {server} entered the TUN");
+    }
+    drop(echo);
+    // No such device: a usage error.
+    let out = loopguard(
+        Some(lab.client()),
+        &["route", "get", "192.0.2.1", "--pin-outside", "lg-nope0"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -5,7 +5,9 @@
 //! TUN, get wrapped and sent again through the same socket. Every such socket comes from one
 //! [`SocketFactory`], whose [`Strategy`] protects it the way the operating system allows. On
 //! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] installing the
-//! policy rules that send everything unmarked into the tunnel.
+//! policy rules that send everything unmarked into the tunnel; or, where the tunnel's routes
+//! sit in `main` and nothing may mark sockets, [`PinOutside`]: each destination's best route
+//! outside the tunnel device, with datagrams and connections pinned to its interface.
 //!
 //! ```
 //! # #[cfg(not(target_os = "linux"))]
@@ -82,7 +84,7 @@ pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub use os::apple::{AppleGuard, AppleMode};
 #[cfg(target_os = "linux")]
-pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, TunnelRoutes};
+pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside, TunnelRoutes};
 #[cfg(unix)]
 pub use os::protect::{ProtectFailure, ProtectHook, Protector};
 #[cfg(windows)]

@@ -315,7 +315,7 @@ impl UdpSocket {
             re_resolved: false,
         };
         loop {
-            let err = match self.send_once(transmit, *interface).await {
+            let err = match self.send_once(transmit, *interface, attempt.resolved).await {
                 Ok(()) => {
                     let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
                     let datagrams = transmit.contents.len().div_ceil(segment.max(1)).max(1) as u64;
@@ -377,10 +377,23 @@ impl UdpSocket {
         Ok(sent)
     }
 
-    async fn send_once(&self, transmit: &Transmit<'_>, interface: Option<u32>) -> io::Result<()> {
+    /// One send; `resolved`: the source is the strategy's choice, not the caller's.
+    async fn send_once(
+        &self,
+        transmit: &Transmit<'_>,
+        interface: Option<u32>,
+        resolved: bool,
+    ) -> io::Result<()> {
         self.io
             .async_io(Interest::WRITABLE, || {
-                send_path::send(&self.io, &self.state, self.caps, transmit, interface)
+                send_path::send(
+                    &self.io,
+                    &self.state,
+                    self.caps,
+                    transmit,
+                    interface,
+                    resolved,
+                )
             })
             .await?;
         self.counters.add(Counter::Sends, 1);

@@ -4,8 +4,8 @@
 
 mod linux;
 mod macos;
-mod output;
-mod windows;
+pub(crate) mod output;
+pub(crate) mod windows;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

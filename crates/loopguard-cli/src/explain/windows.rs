@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use loopguard::route::dump::{self, route_print};
-use loopguard::route::{select, Candidate, Family, HostTables, LossReason, Luid, Tunnel, Verdict};
+use loopguard::route::{
+    select, Candidate, Decision, Family, HostTables, LossReason, Luid, Tunnel, Unreachable, Verdict,
+};
 use serde_json::{json, Value};
 
 use super::output::{escape, short_list, warn_unread};
@@ -295,6 +297,17 @@ fn report(loaded: &Loaded, tunnel: &Tunnel, notes: &[String], destination: IpAdd
             }
         }
     }
+    outcome_value(destination, outcome, &notes)
+}
+
+/// The JSON object of one decision (the chosen path and every candidate, or why none was
+/// usable): what `route explain --json` prints per destination, and `route get
+/// --pin-outside` for the live host.
+pub(crate) fn outcome_value(
+    destination: IpAddr,
+    outcome: Result<Decision, Unreachable>,
+    notes: &[String],
+) -> Value {
     match outcome {
         Ok(d) => json!({
             "destination": destination,

@@ -21,6 +21,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::cmsg::{Control, Layout};
+
 /// `IPPROTO_IP`.
 pub(crate) const IPPROTO_IP: i32 = 0;
 /// `IPPROTO_IPV6`.
@@ -36,64 +38,22 @@ pub(crate) const IPV6_TCLASS: i32 = 36;
 /// `IPV6_PKTINFO` (RFC 3542 numbering, what the SDK uses).
 pub(crate) const IPV6_PKTINFO: i32 = 46;
 
+/// Darwin's layout: a 4-byte `cmsg_len`, everything aligned to 4 (`__DARWIN_ALIGN32`).
+pub(crate) const LAYOUT: Layout = Layout {
+    len_size: 4,
+    align: 4,
+};
 /// `sizeof(struct cmsghdr)`, already a multiple of 4.
-pub(crate) const HEADER: usize = 12;
+pub(crate) const HEADER: usize = LAYOUT.header();
 /// `sizeof(struct in_pktinfo)`.
 pub(crate) const IN_PKTINFO_LEN: usize = 12;
 /// `sizeof(struct in6_pktinfo)`.
 pub(crate) const IN6_PKTINFO_LEN: usize = 20;
-/// Room for the largest set: IPv6 PKTINFO (32) and TCLASS (16).
-pub(crate) const CAPACITY: usize = 64;
 
 /// `__DARWIN_ALIGN32`.
-pub(crate) const fn align(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// A control buffer; `u32` words keep it aligned for `struct cmsghdr`.
-#[derive(Clone, Debug)]
-pub(crate) struct Control {
-    buf: [u32; CAPACITY / 4],
-    len: usize,
-}
-
-impl Control {
-    fn new() -> Self {
-        Control {
-            buf: [0; CAPACITY / 4],
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, level: i32, ty: i32, data: &[u8]) {
-        let start = self.len;
-        let end = start + HEADER + align(data.len());
-        debug_assert!(end <= CAPACITY);
-        let bytes = self.bytes_mut();
-        bytes[start..start + 4].copy_from_slice(&((HEADER + data.len()) as u32).to_ne_bytes());
-        bytes[start + 4..start + 8].copy_from_slice(&level.to_ne_bytes());
-        bytes[start + 8..start + 12].copy_from_slice(&ty.to_ne_bytes());
-        bytes[start + HEADER..start + HEADER + data.len()].copy_from_slice(data);
-        self.len = end;
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `[u32; N]` is `4 * N` initialised bytes; u8 has no alignment or validity
-        // requirements.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), CAPACITY) }
-    }
-
-    /// The encoded messages (empty when there are none).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`; `len` never exceeds the array.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) }
-    }
-
-    /// The buffer for `msghdr.msg_control` (the kernel does not write to it on send).
-    #[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.buf.as_mut_ptr().cast()
-    }
+#[cfg(test)]
+const fn align(n: usize) -> usize {
+    LAYOUT.align(n)
 }
 
 /// The control messages for one datagram to `destination`: the source and interface as
@@ -105,7 +65,7 @@ pub(crate) fn for_datagram(
     interface: Option<u32>,
     ecn: Option<u8>,
 ) -> Control {
-    let mut control = Control::new();
+    let mut control = Control::new(LAYOUT);
     // An IPv4-mapped destination on a dual-stack socket goes through xnu's `udp6_output`
     // into `udp_output`, which reads IPv4-level messages.
     let mapped = |ip: IpAddr| match ip {
@@ -156,19 +116,8 @@ mod tests {
 
     use super::*;
 
-    /// (level, type, data) of each message, walked the way Darwin's `CMSG_NXTHDR` does.
     fn decode(bytes: &[u8]) -> Vec<(i32, i32, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + HEADER <= bytes.len() {
-            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            let level = i32::from_ne_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-            let ty = i32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
-            out.push((level, ty, bytes[at + HEADER..at + len].to_vec()));
-            at += align(len);
-        }
-        assert_eq!(at, bytes.len(), "trailing bytes in the control buffer");
-        out
+        crate::os::cmsg::decode(LAYOUT, bytes)
     }
 
     /// What xnu's `udp_check_pktinfo` (bsd/netinet/udp_usrreq.c) makes of a control buffer

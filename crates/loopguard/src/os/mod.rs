@@ -7,11 +7,20 @@ pub mod best_route;
 // Compiled everywhere so its rules are tested on every OS; used by the Windows notifications.
 #[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) mod callback_thread;
+// The control-message buffer of the Darwin, Linux and Windows encoders.
+#[cfg_attr(
+    not(any(target_os = "macos", target_os = "ios", target_os = "linux", windows)),
+    allow(dead_code)
+)]
+pub(crate) mod cmsg;
 // Compiled everywhere so its layout tests run on every OS; used on Apple only.
 #[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
 pub(crate) mod darwin_control;
 #[cfg(target_os = "linux")]
 pub mod linux;
+// Compiled everywhere so its layout tests run on every OS; used on Linux only.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) mod linux_control;
 pub(crate) mod mib_rows;
 #[cfg(unix)]
 pub mod protect;

@@ -1,8 +1,12 @@
 //! The one datagram send of each OS, chosen here at module level (quinn-udp's shape), so
 //! [`UdpSocket`](crate::UdpSocket) asks for the path once per batch and hands the batch to
 //! [`send`] without a `cfg` of its own:
-//! - Linux, Android and other Unixes: quinn-udp (GSO, `IP_PKTINFO` with the source; the mark
-//!   or the protect hook choose the interface);
+//! - Linux with an interface from the strategy and no mark on the socket (a pin strategy):
+//!   `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO` carrying the interface index,
+//!   `UDP_SEGMENT` and ECN ([`linux_control`](super::linux_control)), because quinn-udp
+//!   writes index 0;
+//! - Linux without one, Android and other Unixes: quinn-udp (GSO, `IP_PKTINFO` with the
+//!   source; the mark or the protect hook choose the interface);
 //! - macOS, iOS: `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO` carrying source *and*
 //!   interface ([`darwin_control`](super::darwin_control)), because xnu ignores quinn-udp's
 //!   `IP_RECVDSTADDR` on send;
@@ -23,6 +27,10 @@ pub(crate) struct Capabilities {
     pub(crate) ecn_v4: bool,
     /// The provider takes ECN control messages on IPv6 sends.
     pub(crate) ecn_v6: bool,
+    /// The socket carries a mark (Linux `SO_MARK`): then the mark and its policy rules keep
+    /// it out of the tunnel, and quinn-udp sends even when the strategy names an interface.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) marked: bool,
 }
 
 pub(crate) use imp::{capabilities, send};
@@ -43,7 +51,9 @@ mod imp {
         caps: Capabilities,
         transmit: &Transmit<'_>,
         interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        let _ = resolved;
         crate::os::windows::udp_send::send(socket, transmit, interface, caps)
     }
 }
@@ -57,6 +67,7 @@ mod imp {
         Capabilities {
             ecn_v4: true,
             ecn_v6: true,
+            marked: false,
         }
     }
 
@@ -67,7 +78,9 @@ mod imp {
         _caps: Capabilities,
         transmit: &Transmit<'_>,
         interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        let _ = resolved;
         crate::os::apple::udp_send::send(socket, transmit, interface)
     }
 }
@@ -78,20 +91,39 @@ mod imp {
 
     use super::*;
 
-    /// quinn-udp decides on ECN itself.
-    pub(crate) fn capabilities(_socket: &tokio::net::UdpSocket) -> Capabilities {
-        Capabilities::default()
+    /// quinn-udp decides on ECN itself; on Linux, whether the socket is marked (read once).
+    pub(crate) fn capabilities(socket: &tokio::net::UdpSocket) -> Capabilities {
+        #[cfg(target_os = "linux")]
+        {
+            Capabilities {
+                marked: socket2::SockRef::from(socket).mark().is_ok_and(|m| m != 0),
+                ..Capabilities::default()
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = socket;
+            Capabilities::default()
+        }
     }
 
-    /// quinn-udp's send. The interface is not stamped: the mark (Linux) or the protect
-    /// hook (Android) already keep the socket out of the tunnel.
+    /// quinn-udp's send, or on Linux ours when the strategy names the interface of an
+    /// unmarked socket: otherwise the mark (Linux) or the protect hook (Android) already keep
+    /// the socket out of the tunnel; for an unmarked one, the index in the packet info is
+    /// what does.
     pub(crate) fn send(
         socket: &tokio::net::UdpSocket,
         state: &UdpSocketState,
-        _caps: Capabilities,
+        caps: Capabilities,
         transmit: &Transmit<'_>,
-        _interface: Option<u32>,
+        interface: Option<u32>,
+        resolved: bool,
     ) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if interface.is_some() && !caps.marked {
+            return crate::os::linux::udp_send::send(socket, transmit, interface, resolved);
+        }
+        let _ = (interface, resolved, caps);
         state.try_send(UdpSockRef::from(socket), transmit)
     }
 }

@@ -26,6 +26,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::cmsg::{Control, Layout};
+
 /// `IPPROTO_IP`.
 pub(crate) const IPPROTO_IP: i32 = 0;
 /// `IPPROTO_IPV6`.
@@ -39,68 +41,13 @@ pub(crate) const ECN: i32 = 50;
 /// `UDP_SEND_MSG_SIZE`.
 pub(crate) const UDP_SEND_MSG_SIZE: i32 = 2;
 
-const ALIGN: usize = std::mem::size_of::<usize>();
-const HEADER: usize = std::mem::size_of::<usize>() + 8;
-/// Room for PKTINFO (v6: 20 bytes), ECN and the segment size, each with its header.
-const CAPACITY_WORDS: usize = 16;
-
-const fn align(n: usize) -> usize {
-    (n + ALIGN - 1) & !(ALIGN - 1)
-}
-
-/// A control buffer, aligned for `WSACMSGHDR`.
-#[derive(Clone, Debug)]
-pub(crate) struct Control {
-    buf: [usize; CAPACITY_WORDS],
-    len: usize,
-}
-
-impl Control {
-    fn new() -> Self {
-        Control {
-            buf: [0; CAPACITY_WORDS],
-            len: 0,
-        }
-    }
-
-    /// Appends one message. The buffer is sized for what [`for_datagram`] writes, which
-    /// never exceeds it.
-    fn push(&mut self, level: i32, ty: i32, data: &[u8]) {
-        let start = self.len;
-        let data_at = start + align(HEADER);
-        let end = data_at + align(data.len());
-        debug_assert!(end <= CAPACITY_WORDS * ALIGN);
-        let bytes = self.bytes_mut();
-        bytes[start..start + ALIGN].copy_from_slice(&(HEADER + data.len()).to_ne_bytes());
-        bytes[start + ALIGN..start + ALIGN + 4].copy_from_slice(&level.to_ne_bytes());
-        bytes[start + ALIGN + 4..start + ALIGN + 8].copy_from_slice(&ty.to_ne_bytes());
-        bytes[data_at..data_at + data.len()].copy_from_slice(data);
-        self.len = end;
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: a `[usize; N]` is `N * size_of::<usize>()` initialised bytes; u8 has no
-        // alignment or validity requirements.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.buf.as_mut_ptr().cast::<u8>(),
-                CAPACITY_WORDS * ALIGN,
-            )
-        }
-    }
-
-    /// The encoded messages (empty when there are none).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`; `len` never exceeds the array.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) }
-    }
-
-    /// The encoded messages, for `WSAMSG.Control.buf` (Windows does not write to it on send).
-    #[cfg_attr(not(windows), allow(dead_code))]
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.buf.as_mut_ptr().cast()
-    }
-}
+/// The `WSA_CMSG_*` layout: a `SIZE_T` length, everything aligned to `SIZE_T`.
+pub(crate) const LAYOUT: Layout = Layout {
+    len_size: std::mem::size_of::<usize>(),
+    align: std::mem::size_of::<usize>(),
+};
+#[cfg(test)]
+const ALIGN: usize = LAYOUT.align;
 
 /// ECN codepoints as Winsock carries them (an `INT`).
 const ECT_0: i32 = 0b10;
@@ -117,7 +64,7 @@ pub(crate) fn for_datagram(
     segment_size: Option<usize>,
     ecn_supported: bool,
 ) -> Control {
-    let mut control = Control::new();
+    let mut control = Control::new(LAYOUT);
     // The level follows the source when there is one, else the destination (an IPv4-mapped
     // destination on a dual-stack socket takes IPv4-level messages).
     let v4 = match src {
@@ -165,20 +112,8 @@ pub(crate) fn for_datagram(
 mod tests {
     use super::*;
 
-    /// (level, type, data) of each message, decoded the way the `WSA_CMSG_*` macros walk.
     fn decode(bytes: &[u8]) -> Vec<(i32, i32, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + HEADER <= bytes.len() {
-            let len = usize::from_ne_bytes(bytes[at..at + ALIGN].try_into().unwrap());
-            let level = i32::from_ne_bytes(bytes[at + ALIGN..at + ALIGN + 4].try_into().unwrap());
-            let ty = i32::from_ne_bytes(bytes[at + ALIGN + 4..at + ALIGN + 8].try_into().unwrap());
-            let data_at = at + align(HEADER);
-            out.push((level, ty, bytes[data_at..at + len].to_vec()));
-            at += align(len);
-        }
-        assert_eq!(at, bytes.len(), "trailing bytes in the control buffer");
-        out
+        crate::os::cmsg::decode(LAYOUT, bytes)
     }
 
     fn dst(text: &str) -> SocketAddr {

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_MULTIPART, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -115,9 +117,28 @@ impl RouteResolver {
         message: RouteNetlinkMessage,
         op: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, RoutesError> {
+        self.exchange_with(message, NLM_F_REQUEST, op)
+    }
+
+    /// A dump request (`NLM_F_DUMP`): every object of the kind `message` names, all parts
+    /// of the multipart answer.
+    pub(crate) fn dump(
+        &mut self,
+        message: RouteNetlinkMessage,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>, RoutesError> {
+        self.exchange_with(message, NLM_F_REQUEST | NLM_F_DUMP, op)
+    }
+
+    fn exchange_with(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>, RoutesError> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut request = NetlinkMessage::from(message);
-        request.header.flags = NLM_F_REQUEST;
+        request.header.flags = flags;
         request.header.sequence_number = self.sequence;
         request.finalize();
         self.buf.clear();

@@ -37,6 +37,7 @@ pub(crate) fn capabilities(socket: &impl AsRawSocket) -> Capabilities {
     Capabilities {
         ecn_v4: enabled(IPPROTO_IP, IP_RECVECN),
         ecn_v6: enabled(IPPROTO_IPV6, IPV6_RECVECN),
+        marked: false,
     }
 }
 
