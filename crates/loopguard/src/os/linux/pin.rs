@@ -63,6 +63,13 @@ impl PinOutside {
     /// The strategy that never uses the device `tunnel` (a name such as `tun0`, an ifindex
     /// or one of its addresses), found now in the calling thread's network namespace and
     /// kept by index, so a later rename does not matter.
+    ///
+    /// A device deleted (or deleted and created again, with a new index) fails closed:
+    /// every destination is [`Error::TunnelGone`](crate::Error::TunnelGone) until a device
+    /// answers to `tunnel` again, which is then avoided in turn
+    /// ([`TunnelRestart::FollowName`](crate::os::best_route::TunnelRestart)). Reset the
+    /// factory on network changes (the [`monitor`](crate::monitor) does) so cached paths are
+    /// resolved again.
     pub fn for_tunnel_named(tunnel: &str) -> Result<Self, PinOutsideError> {
         let host = NetlinkHost::new()?;
         let tables = host.snapshot().map_err(PinOutsideError::Snapshot)?;
