@@ -2,8 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -46,7 +51,53 @@ struct Shared<S> {
     source_interfaces: Mutex<HashMap<IpAddr, Result<Option<u32>, ()>>>,
     counters: CounterRegistry,
     sockets: Arc<SocketTable>,
+    /// Resolutions under way, by destination, with the cache generation each was started
+    /// in: every send that misses the cache for one destination in one generation waits for
+    /// the same resolution (single flight); a reset starts fresh ones.
+    flights: Mutex<HashMap<IpAddr, Flight>>,
 }
+
+/// One resolution under way: the cache generation it started in, and where its outcome
+/// will appear.
+struct Flight {
+    generation: u64,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// What one resolution found, as every waiter on it receives it.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Path(Path),
+    NoRoute,
+    TunnelGone,
+    /// The lookup failed: the error's kind, OS code and text, rebuilt for each waiter.
+    Failed(io::ErrorKind, Option<i32>, String),
+}
+
+impl Outcome {
+    fn of(result: &Result<Path, ResolveError>) -> Outcome {
+        match result {
+            Ok(path) => Outcome::Path(*path),
+            Err(ResolveError::NoRoute) => Outcome::NoRoute,
+            Err(ResolveError::TunnelGone { .. }) => Outcome::TunnelGone,
+            Err(ResolveError::Io(e)) => Outcome::Failed(e.kind(), e.raw_os_error(), e.to_string()),
+        }
+    }
+
+    fn into_result(self, destination: SocketAddr) -> Result<Option<Path>, Error> {
+        match self {
+            Outcome::Path(path) => Ok(Some(path)),
+            Outcome::NoRoute => Err(Error::HostUnreachable { destination }),
+            Outcome::TunnelGone => Err(Error::TunnelGone { destination }),
+            Outcome::Failed(_, Some(code), _) => Err(Error::Io(io::Error::from_raw_os_error(code))),
+            Outcome::Failed(kind, None, text) => Err(Error::Io(io::Error::new(kind, text))),
+        }
+    }
+}
+
+/// The future of [`Guard::path_for_async`].
+pub(crate) type PathFuture =
+    Pin<Box<dyn Future<Output = Result<Option<Path>, Error>> + Send + 'static>>;
 
 /// Most explicit sources remembered; a host has few addresses, so more means churn and the
 /// map starts over.
@@ -56,6 +107,10 @@ const MAX_SOURCE_INTERFACES: usize = 256;
 pub(crate) trait Guard: Send + Sync {
     /// The path for `destination`, or `None` when the kernel chooses (marks, protect).
     fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error>;
+    /// [`path_for`](Guard::path_for) for async callers: a cache miss is resolved on the
+    /// runtime's blocking pool, never on the calling runtime thread, and concurrent misses for
+    /// one destination share that one resolution.
+    fn path_for_async(self: Arc<Self>, destination: SocketAddr) -> PathFuture;
     /// The interface index to stamp beside the explicit source `source` of a datagram to
     /// `destination`: `None` when the kernel chooses or no interface owns it,
     /// [`Error::HostUnreachable`] when the tunnel owns it.
@@ -102,6 +157,30 @@ impl<S: Strategy> Guard for Shared<S> {
             }
             Err(ResolveError::Io(e)) => Err(Error::Io(e)),
         }
+    }
+
+    fn path_for_async(self: Arc<Self>, destination: SocketAddr) -> PathFuture {
+        Box::pin(async move {
+            if !self.strategy.pins_source() {
+                return Ok(None);
+            }
+            let ip = destination.ip().to_canonical();
+            let generation = match self.cache.lookup(ip) {
+                Lookup::Hit(path) => return Ok(Some(path)),
+                Lookup::NoRoute => return Err(Error::HostUnreachable { destination }),
+                Lookup::TunnelGone => return Err(Error::TunnelGone { destination }),
+                Lookup::Miss { generation } => generation,
+            };
+            let mut outcome = self.join_flight(ip, generation);
+            let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
+            match waited {
+                Ok(Some(outcome)) => outcome.into_result(destination),
+                // The resolution's sender is gone without an answer: it panicked.
+                _ => Err(Error::Io(io::Error::other(
+                    "the route resolution for this destination panicked",
+                ))),
+            }
+        })
     }
 
     fn interface_for_source(
@@ -180,6 +259,57 @@ impl<S: Strategy> Guard for Shared<S> {
     }
 }
 
+impl<S: Strategy> Shared<S> {
+    /// The resolution of `ip` under way, or a new one started on the blocking pool (inline
+    /// when there is no runtime).
+    fn join_flight(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        generation: u64,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = flights.get(&ip) {
+            if flight.generation == generation {
+                return flight.outcome.clone();
+            }
+        }
+        let (done, outcome) = watch::channel(None);
+        flights.insert(
+            ip,
+            Flight {
+                generation,
+                outcome: outcome.clone(),
+            },
+        );
+        drop(flights);
+        let shared = Arc::clone(self);
+        // The resolution owns its sender, so it finishes (and the cache learns the answer)
+        // even when the send that started it is cancelled.
+        let resolve = move || shared.resolve_flight(ip, generation, done);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(resolve);
+            }
+            Err(_) => resolve(),
+        }
+        outcome
+    }
+
+    fn resolve_flight(&self, ip: IpAddr, generation: u64, done: watch::Sender<Option<Outcome>>) {
+        let result = self.strategy.resolve(ip);
+        self.cache.store(ip, generation, &result);
+        if let Err(ResolveError::TunnelGone { tunnel }) = &result {
+            tracing::warn!(destination = %ip, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
+        }
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(&ip).is_some_and(|f| f.generation == generation) {
+            flights.remove(&ip);
+        }
+        drop(flights);
+        let _ = done.send(Some(Outcome::of(&result)));
+    }
+}
+
 impl<S: Strategy> SocketFactory<S> {
     /// A factory whose sockets are protected by `strategy`. Its cache keeps the paths of up
     /// to 65,536 destinations (see [`with_path_capacity`](Self::with_path_capacity)).
@@ -198,6 +328,7 @@ impl<S: Strategy> SocketFactory<S> {
                 source_interfaces: Mutex::new(HashMap::new()),
                 counters: CounterRegistry::default(),
                 sockets: Arc::default(),
+                flights: Mutex::default(),
             }),
         }
     }

@@ -10,7 +10,6 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
@@ -242,7 +241,7 @@ impl UdpSocket {
                 false,
             ),
             None => {
-                let path = self.guard.path_for(datagram.dst)?;
+                let path = self.guard.clone().path_for_async(datagram.dst).await?;
                 (
                     path.map(|path| path.source),
                     path.and_then(|path| path.interface),
@@ -345,7 +344,11 @@ impl UdpSocket {
                     attempt.re_resolved = true;
                     self.counters.add(Counter::SourcesReResolved, 1);
                     self.guard.forget(transmit.destination);
-                    let path = self.guard.path_for(transmit.destination)?;
+                    let path = self
+                        .guard
+                        .clone()
+                        .path_for_async(transmit.destination)
+                        .await?;
                     transmit.src_ip = path.map(|path| path.source);
                     *interface = path.and_then(|path| path.interface);
                 }
@@ -461,12 +464,12 @@ pub(crate) fn classify(err: io::Error, destination: SocketAddr) -> Error {
     }
 }
 
-/// Waits a little before retrying a full queue: first by yielding, then by growing sleeps of
-/// at most a few hundred microseconds, which works on runtimes with and without timers.
+/// Waits a little before retrying a full queue by yielding to the runtime a growing number
+/// of times (2, 4, ... 64): other tasks run meanwhile, the thread never sleeps, and it needs
+/// no timer (a runtime may have none).
 async fn back_off(attempt: u32) {
-    tokio::task::yield_now().await;
-    if attempt > 2 {
-        std::thread::sleep(Duration::from_micros(25 << attempt.min(6)));
+    for _ in 0..(1u32 << attempt.clamp(1, 6)) {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -509,3 +509,91 @@ async fn a_missing_tunnel_fails_closed_with_its_own_error_and_is_not_resolved_pe
     let io: std::io::Error = Error::TunnelGone { destination: dst }.into();
     assert_eq!(io.kind(), std::io::ErrorKind::HostUnreachable);
 }
+
+/// A strategy whose resolution blocks until a task on the caller's runtime has run: it can
+/// only finish if the resolution is off the runtime thread. Counts resolutions.
+struct WaitsForTheRuntime {
+    runtime_ran: Arc<std::sync::atomic::AtomicBool>,
+    resolutions: AtomicUsize,
+}
+
+impl Strategy for WaitsForTheRuntime {
+    fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        Ok(())
+    }
+
+    fn pins_source(&self) -> bool {
+        true
+    }
+
+    fn resolve(&self, _destination: IpAddr) -> Result<Path, ResolveError> {
+        if self.resolutions.fetch_add(1, Ordering::SeqCst) > 0 {
+            return Err(ResolveError::Io(std::io::Error::other("resolved twice")));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.runtime_ran.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                return Err(ResolveError::Io(std::io::Error::other(
+                    "the runtime never ran: the resolution blocked its thread",
+                )));
+            }
+            std::thread::yield_now();
+        }
+        Ok(Path {
+            source: PINNED_SOURCE.into(),
+            interface: None,
+        })
+    }
+}
+
+/// 1,000 tasks on a single-threaded runtime send to one destination nobody resolved yet: the
+/// slow resolution runs once, off the runtime thread (a task on the same thread runs while it
+/// is under way), and every datagram is then sent.
+#[test]
+fn a_miss_storm_is_resolved_once_without_blocking_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let runtime_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let strategy = Arc::new(WaitsForTheRuntime {
+            runtime_ran: runtime_ran.clone(),
+            resolutions: AtomicUsize::new(0),
+        });
+        let factory = SocketFactory::new(strategy.clone());
+        let receiver = Arc::new(factory.bind(addr("127.0.0.1:0")).unwrap());
+        let dst = receiver.local_addr().unwrap();
+        let sender = Arc::new(factory.bind(addr("0.0.0.0:0")).unwrap());
+        let tasks: Vec<_> = (0..1000u16)
+            .map(|i| {
+                let sender = sender.clone();
+                tokio::spawn(
+                    async move { sender.send(&DatagramOut::new(dst, &i.to_be_bytes())).await },
+                )
+            })
+            .collect();
+        // Spawned after the senders: on this one thread it runs only once they are all
+        // waiting for the resolution.
+        tokio::spawn(async move { runtime_ran.store(true, Ordering::SeqCst) });
+        let mut sent = 0;
+        for task in tasks {
+            if task.await.unwrap().is_ok() {
+                sent += 1;
+            }
+        }
+        assert_eq!(
+            strategy.resolutions.load(Ordering::SeqCst),
+            1,
+            "single flight"
+        );
+        assert_eq!(sent, 1000, "every datagram of the storm sent");
+        // The kernel may drop some of 1,000 back-to-back datagrams on loopback; at least one
+        // arrives with the resolved source.
+        let got = receive_within(&receiver, 1, Duration::from_secs(10)).await;
+        assert_eq!(
+            got.first().map(|g| g.0.ip()),
+            Some(IpAddr::from(PINNED_SOURCE))
+        );
+    });
+}
