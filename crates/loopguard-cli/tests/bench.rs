@@ -25,11 +25,13 @@ const ALWAYS: [&str; 11] = [
 ];
 
 /// Keys measured between network namespaces: numbers as root, null without privileges.
-const PRIVILEGED: [&str; 7] = [
+const PRIVILEGED: [&str; 9] = [
     "udp_send.baseline_pps",
     "udp_send.explicit_src_ratio",
     "udp_send.resolved_src_ratio",
     "udp_send.mark_ratio",
+    "udp_send.pin_ratio",
+    "cold_resolution_us.pin_snapshot_and_select",
     "udp_recv.baseline_pps",
     "udp_recv.loopguard_ratio",
     "udp_recv.mark_ratio",

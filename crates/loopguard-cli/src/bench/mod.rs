@@ -91,7 +91,7 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
 
     let udp_null = json!({
         "baseline_pps": null, "explicit_src_ratio": null, "resolved_src_ratio": null,
-        "mark_ratio": null,
+        "mark_ratio": null, "pin_ratio": null,
     });
     let recv_null = json!({"baseline_pps": null, "loopguard_ratio": null, "mark_ratio": null});
     let cold_null = json!({"netlink": null, "ip_process": null});
@@ -264,6 +264,7 @@ fn table(r: &Value) -> String {
         ("(b) loopguard, explicit src", "explicit_src"),
         ("(c) loopguard, resolved src", "resolved_src"),
         ("(d) loopguard, mark        ", "mark"),
+        ("(e) loopguard, pin strategy", "pin"),
     ] {
         out.push_str(&format!(
             "  {label}  ratio {} spread {}; per sender CPU-second {} spread {}\n",
@@ -352,6 +353,10 @@ fn table(r: &Value) -> String {
         num(&cold["netlink_new_socket"]),
         num(&cold["ip_process"]),
         num(&cold["speedup"]),
+    ));
+    out.push_str(&format!(
+        "Cold route resolution of the pin strategy (snapshot of links, routes and addresses, then the selection): {} us\n",
+        num(&cold["pin_snapshot_and_select"]),
     ));
     if let Some(notes) = r["notes"].as_array() {
         for n in notes {

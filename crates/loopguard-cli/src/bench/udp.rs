@@ -34,6 +34,9 @@ pub const GSO_SEGMENTS: usize = 32;
 /// The guard's mark for the mark variant, and a policy rule that matches it.
 const MARK: u32 = GuardConfig::DEFAULT_MARK;
 
+/// The tunnel device the pin variant avoids, in the sender's namespace.
+const PIN_TUN: &str = "lg-bt0";
+
 const SENDER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const RECEIVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// Receive buffer of every receiving socket.
@@ -94,6 +97,10 @@ impl Pair {
         a.ip(&[
             "rule", "add", "fwmark", &mark, "lookup", "main", "pref", "100",
         ])?;
+        // A tunnel device for the pin strategy to avoid (no routes: it costs the lookup one
+        // more interface, like a real tunnel that is up).
+        a.ip(&["tuntap", "add", "dev", PIN_TUN, "mode", "tun"])?;
+        a.ip(&["link", "set", PIN_TUN, "up"])?;
         Ok(Pair { a, b })
     }
 }
@@ -243,7 +250,9 @@ type SendSamples = (
 );
 
 /// The send variants, in the order of the report.
-const SEND_VARIANTS: [&str; 4] = ["baseline", "explicit_src", "resolved_src", "mark"];
+/// `pin` is the Linux pin strategy (`PinOutside`): its own `sendmsg` with the interface
+/// index, on the path it resolved from the live tables.
+const SEND_VARIANTS: [&str; 5] = ["baseline", "explicit_src", "resolved_src", "mark", "pin"];
 
 /// Sends for `window` per variant per round; returns datagrams/s per variant and round (as
 /// counted by the sender) and what the receiver counted.
@@ -267,6 +276,13 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
             let marked = mark_factory
                 .bind(any)
                 .context("a socket under the mark strategy")?;
+            let pin_factory = SocketFactory::new(
+                loopguard::PinOutside::for_tunnel_named(PIN_TUN)
+                    .context("the pin strategy over the bench's tunnel device")?,
+            );
+            let pinned = pin_factory
+                .bind(any)
+                .context("a socket under the pin strategy")?;
             let segments = GSO_SEGMENTS
                 .min(plain.state.max_gso_segments())
                 .min(explicit.max_gso_segments());
@@ -299,7 +315,8 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
                                 let socket: &UdpSocket = match v {
                                     1 => &explicit,
                                     2 => &resolved,
-                                    _ => &marked,
+                                    3 => &marked,
+                                    _ => &pinned,
                                 };
                                 let mut d =
                                     DatagramOut::new(dst, &payload).with_segment_size(PAYLOAD);
@@ -326,8 +343,9 @@ pub fn send(pair: &Pair, rounds: usize, window: Duration) -> anyhow::Result<Valu
             }
             let c = pinning.counters();
             let m = mark_factory.counters();
-            let retries = c.queue_full_retries + m.queue_full_retries;
-            let dropped = c.dropped() + m.dropped();
+            let p = pin_factory.counters();
+            let retries = c.queue_full_retries + m.queue_full_retries + p.queue_full_retries;
+            let dropped = c.dropped() + m.dropped() + p.dropped();
             Ok((pps, per_cpu, delivered, segments, retries, dropped))
         })
     })??;
@@ -556,8 +574,27 @@ pub fn cold_resolution(ns: Option<&Netns>, rounds: usize, quick: bool) -> anyhow
             }
             process.push(per_call(start, process_n));
         }
+        // The pin strategy's cold resolution: a full snapshot of links, routes and addresses
+        // over its netlink socket, then the selection.
+        let pin = match ns {
+            Some(_) => {
+                use loopguard::Strategy;
+                let strategy = loopguard::PinOutside::for_tunnel_named(PIN_TUN)?;
+                let mut samples = vec![];
+                for _ in 0..rounds {
+                    let start = Instant::now();
+                    for _ in 0..fresh_n {
+                        std::hint::black_box(strategy.resolve(dst)?);
+                    }
+                    samples.push(per_call(start, fresh_n));
+                }
+                json!(round(median(&samples), 2))
+            }
+            None => Value::Null,
+        };
         let speedup = Ratio::of(&process, &one);
         Ok(json!({
+            "pin_snapshot_and_select": pin,
             "netlink": round(median(&one), 2),
             "netlink_with_name": round(median(&named), 2),
             "netlink_new_socket": round(median(&fresh), 2),
