@@ -140,11 +140,9 @@ impl<S: Strategy> Guard for Shared<S> {
         // one, so lookup and cache use the IPv4 address (the send path encodes the IPv4
         // source the way the kernel expects for a mapped destination).
         let ip = destination.ip().to_canonical();
-        let generation = match self.cache.lookup(ip) {
-            Lookup::Hit(path) => return Ok(Some(path)),
-            Lookup::NoRoute => return Err(Error::HostUnreachable { destination }),
-            Lookup::TunnelGone => return Err(Error::TunnelGone { destination }),
-            Lookup::Miss { generation } => generation,
+        let generation = match self.cached(ip, destination) {
+            Ok(answer) => return answer,
+            Err(generation) => generation,
         };
         let result = self.strategy.resolve(ip);
         self.cache.store(ip, generation, &result);
@@ -165,11 +163,9 @@ impl<S: Strategy> Guard for Shared<S> {
                 return Ok(None);
             }
             let ip = destination.ip().to_canonical();
-            let generation = match self.cache.lookup(ip) {
-                Lookup::Hit(path) => return Ok(Some(path)),
-                Lookup::NoRoute => return Err(Error::HostUnreachable { destination }),
-                Lookup::TunnelGone => return Err(Error::TunnelGone { destination }),
-                Lookup::Miss { generation } => generation,
+            let generation = match self.cached(ip, destination) {
+                Ok(answer) => return answer,
+                Err(generation) => generation,
             };
             let mut outcome = self.join_flight(ip, generation);
             let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
@@ -260,6 +256,21 @@ impl<S: Strategy> Guard for Shared<S> {
 }
 
 impl<S: Strategy> Shared<S> {
+    /// What the cache knows of `ip` (the canonical address of `destination`): the answer,
+    /// or on a miss the generation to resolve in.
+    fn cached(
+        &self,
+        ip: IpAddr,
+        destination: SocketAddr,
+    ) -> Result<Result<Option<Path>, Error>, u64> {
+        match self.cache.lookup(ip) {
+            Lookup::Hit(path) => Ok(Ok(Some(path))),
+            Lookup::NoRoute => Ok(Err(Error::HostUnreachable { destination })),
+            Lookup::TunnelGone => Ok(Err(Error::TunnelGone { destination })),
+            Lookup::Miss { generation } => Err(generation),
+        }
+    }
+
     /// The resolution of `ip` under way, or a new one started on the blocking pool (inline
     /// when there is no runtime).
     fn join_flight(

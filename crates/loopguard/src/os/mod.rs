@@ -29,6 +29,8 @@ pub(crate) mod send_path;
 // Compiled everywhere so its codes are tested on every OS; the ioctls run on Windows only.
 #[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) mod udp_reset;
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "ios"))]
+pub(crate) mod unix_sendmsg;
 #[cfg(windows)]
 pub mod windows;
 #[cfg(any(windows, test))]

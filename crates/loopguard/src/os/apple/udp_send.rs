@@ -29,39 +29,16 @@ pub(crate) fn send(
     transmit: &Transmit<'_>,
     interface: Option<u32>,
 ) -> io::Result<()> {
-    let destination = socket2::SockAddr::from(transmit.destination);
     let mut control = darwin_control::for_datagram(
         transmit.destination,
         transmit.src_ip,
         interface,
         transmit.ecn.map(|e| e as u8),
     );
-    let control_len = control.bytes().len();
-    let mut iov = libc::iovec {
-        // The kernel does not write to the buffers of a send.
-        iov_base: transmit.contents.as_ptr().cast_mut().cast(),
-        iov_len: transmit.contents.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty message.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_name = destination.as_ptr().cast_mut().cast();
-    hdr.msg_namelen = destination.len();
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    if control_len != 0 {
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = control_len as libc::socklen_t;
-    }
-    loop {
-        // SAFETY: `hdr` points to the destination, one data buffer and the control buffer,
-        // all alive across this call.
-        let rc = unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, 0) };
-        if rc >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    crate::os::unix_sendmsg::send(
+        socket,
+        transmit.destination,
+        transmit.contents,
+        &mut control,
+    )
 }

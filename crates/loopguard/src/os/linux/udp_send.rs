@@ -45,7 +45,6 @@ pub(crate) fn send(
     interface: Option<u32>,
     resolved: bool,
 ) -> io::Result<()> {
-    let destination = socket2::SockAddr::from(transmit.destination);
     let mut src = transmit.src_ip;
     let native_v6 =
         matches!(transmit.destination.ip(), IpAddr::V6(a) if a.to_ipv4_mapped().is_none());
@@ -65,34 +64,12 @@ pub(crate) fn send(
         transmit.ecn.map(|e| e as u8),
         transmit.segment_size,
     );
-    let control_len = control.bytes().len();
-    let mut iov = libc::iovec {
-        // The kernel does not write to the buffers of a send.
-        iov_base: transmit.contents.as_ptr().cast_mut().cast(),
-        iov_len: transmit.contents.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty message.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_name = destination.as_ptr().cast_mut().cast();
-    hdr.msg_namelen = destination.len();
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    if control_len != 0 {
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = control_len as _;
-    }
-    loop {
-        // SAFETY: `hdr` points to the destination, one data buffer and the control buffer,
-        // all alive across this call.
-        let rc = unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, 0) };
-        if rc >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    crate::os::unix_sendmsg::send(
+        socket,
+        transmit.destination,
+        transmit.contents,
+        &mut control,
+    )
 }
 
 /// The error of a datagram that could only be sent by a lookup that ignores the interface.
