@@ -1,10 +1,11 @@
-//! The Windows strategy's logic, portable: for each destination, the best route on every
+//! The pin strategies' logic, portable: for each destination, the best route on every
 //! interface except the tunnel's, decided by [`route::select`] on a
 //! snapshot of the host's tables.
 //!
 //! The operating system is reached only through two small traits, so the same strategy runs
-//! on Linux with a fake host in tests and on Windows with the IP Helper readers
-//! (`os::windows::IpHelper`) and `IP_UNICAST_IF` (`os::windows::UnicastIf`):
+//! with a fake host in tests, on Windows with the IP Helper readers (`os::windows::IpHelper`)
+//! and `IP_UNICAST_IF` (`os::windows::UnicastIf`), and on Linux with the netlink tables and
+//! `SO_BINDTOIFINDEX` (`os::linux::PinOutside`):
 //!
 //! - [`HostSnapshot`] reads the interfaces, routes and addresses, and may ask the OS which
 //!   source it would use on the chosen interface;
@@ -43,6 +44,16 @@ pub trait HostSnapshot: Send + Sync + 'static {
 pub trait StreamPin: Send + Sync + 'static {
     /// Pins `socket` (of `destination`'s family) to the interface with this index.
     fn pin(&self, socket: &socket2::Socket, family_of: IpAddr, interface: u32) -> io::Result<()>;
+
+    /// The call [`pin`](StreamPin::pin) makes, named in its errors. The default names
+    /// Windows' `IP_UNICAST_IF` / `IPV6_UNICAST_IF`.
+    fn step(&self, family_of: IpAddr) -> &'static str {
+        if family_of.is_ipv4() {
+            "setsockopt(IP_UNICAST_IF)"
+        } else {
+            "setsockopt(IPV6_UNICAST_IF)"
+        }
+    }
 }
 
 /// The value of `IP_UNICAST_IF` / `IPV6_UNICAST_IF` for an interface index, as the bytes of a
@@ -290,20 +301,16 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
     /// be pinned: that is a protection failure (binding the source alone does not choose the
     /// interface on Windows), never a silent fallback.
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
+        let step = self.pin.step(path.source);
         let Some(index) = path.interface else {
             return Err(ProtectionError::new(
-                "IP_UNICAST_IF",
+                step,
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "the path names no interface index",
                 ),
                 None,
             ));
-        };
-        let step = if path.source.is_ipv4() {
-            "setsockopt(IP_UNICAST_IF)"
-        } else {
-            "setsockopt(IPV6_UNICAST_IF)"
         };
         self.pin
             .pin(socket, path.source, index)
@@ -591,7 +598,7 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert_eq!(err.step(), "IP_UNICAST_IF");
+        assert_eq!(err.step(), "setsockopt(IP_UNICAST_IF)");
         let refusing = BestRouteOutsideTunnel::new(
             FakeHost::new(host()),
             RecordingPin {

@@ -29,6 +29,10 @@ impl StreamPin for BindToDevice {
             IpAddr::V6(_) => socket.bind_device_by_index_v6(Some(index)),
         }
     }
+
+    fn step(&self, _family_of: IpAddr) -> &'static str {
+        "setsockopt(SO_BINDTOIFINDEX)"
+    }
 }
 
 /// The Linux pin strategy: [`BestRouteOutsideTunnel`] over the live netlink tables
