@@ -9,7 +9,8 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
@@ -30,6 +31,8 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// returned. The queue frees by itself, but no readiness event announces it, so waiting for
 /// one would hang.
 const QUEUE_FULL_RETRIES: u32 = 8;
+/// How long a destination whose re-resolution found the same path is not re-resolved again.
+const FUTILE_RE_RESOLUTION: Duration = Duration::from_secs(1);
 
 /// One datagram, or a GSO batch of equal-sized datagrams, to send.
 ///
@@ -143,6 +146,9 @@ pub struct UdpSocket {
     gso_refused: AtomicBool,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
+    /// The last destination whose re-resolution found the same path again, and when: its
+    /// failures are not about a stale source, so it is not resolved again for a while.
+    futile_re_resolution: Mutex<Option<(SocketAddr, Instant)>>,
     /// Its port in the factory's socket table, for the loop tripwire.
     _registration: Registration,
 }
@@ -175,6 +181,7 @@ impl UdpSocket {
             gso_refused: AtomicBool::new(false),
             guard,
             counters,
+            futile_re_resolution: Mutex::new(None),
             _registration: registration,
         })
     }
@@ -338,8 +345,11 @@ impl UdpSocket {
                     self.counters.add(Counter::GsoFallbacks, 1);
                     return self.send_unsegmented(transmit, *interface, resolved).await;
                 }
+                NextStep::ReResolve if self.re_resolution_was_futile(transmit.destination) => {
+                    return Err(classify(err, transmit.destination));
+                }
                 NextStep::ReResolve => {
-                    // The cached source is gone (address removed, IPv6 temporary address
+                    // The cached source may be gone (address removed, IPv6 temporary address
                     // rotated): forget it and resolve once more.
                     attempt.re_resolved = true;
                     self.counters.add(Counter::SourcesReResolved, 1);
@@ -349,12 +359,34 @@ impl UdpSocket {
                         .clone()
                         .path_for_async(transmit.destination)
                         .await?;
-                    transmit.src_ip = path.map(|path| path.source);
-                    *interface = path.and_then(|path| path.interface);
+                    let (source, index) = (
+                        path.map(|path| path.source),
+                        path.and_then(|path| path.interface),
+                    );
+                    if (source, index) == (transmit.src_ip, *interface) {
+                        // The same path again: the error is not about a stale source, and
+                        // resolving per datagram would not help.
+                        *self
+                            .futile_re_resolution
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) =
+                            Some((transmit.destination, Instant::now()));
+                    }
+                    transmit.src_ip = source;
+                    *interface = index;
                 }
                 NextStep::Fail => return Err(classify(err, transmit.destination)),
             }
         }
+    }
+
+    /// Whether `destination`'s last re-resolution, less than [`FUTILE_RE_RESOLUTION`] ago,
+    /// found the same path: then its failures are returned without another resolution.
+    fn re_resolution_was_futile(&self, destination: SocketAddr) -> bool {
+        matches!(
+            *self.futile_re_resolution.lock().unwrap_or_else(|p| p.into_inner()),
+            Some((dst, at)) if dst == destination && at.elapsed() < FUTILE_RE_RESOLUTION
+        )
     }
 
     async fn send_unsegmented(

@@ -27,6 +27,9 @@ const PINNED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
 /// Resolving this one finds the fake tunnel missing from the host's tables.
 const TUNNEL_GONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 67);
+/// Resolves, every time, to a source no interface has: the kernel refuses each send, with a
+/// code that may mean "source gone", whatever the number of resolutions.
+const FOREIGN_SOURCE_DST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 68);
 /// The fake tunnel's own address: an explicit source there must never be sent.
 const TUNNEL_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 40);
 
@@ -52,6 +55,10 @@ impl Strategy for FakePinning {
         match destination {
             IpAddr::V4(TUNNEL_GONE) => Err(ResolveError::TunnelGone {
                 tunnel: "`fake`".into(),
+            }),
+            IpAddr::V4(FOREIGN_SOURCE_DST) => Ok(Path {
+                source: Ipv4Addr::new(192, 0, 2, 99).into(),
+                interface: None,
             }),
             IpAddr::V4(v4) if v4.is_loopback() && v4 != NO_ROUTE => Ok(Path {
                 source: PINNED_SOURCE.into(),
@@ -596,4 +603,29 @@ fn a_miss_storm_is_resolved_once_without_blocking_the_runtime() {
             Some(IpAddr::from(PINNED_SOURCE))
         );
     });
+}
+
+/// A send error that may mean "source gone" (`ENETUNREACH`, `EINVAL`) but persists: the path is resolved
+/// again once, finds the same path, and later datagrams fail without a resolution each.
+#[tokio::test]
+async fn a_persistent_send_error_is_not_one_resolution_per_datagram() {
+    let (factory, fake) = factory();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let dst = SocketAddr::new(FOREIGN_SOURCE_DST.into(), 9);
+    for _ in 0..10 {
+        let err = sender.send(&DatagramOut::new(dst, b"x")).await.unwrap_err();
+        // Linux answers ENETUNREACH (a typed HostUnreachable) or EINVAL, depending on the
+        // route lookup for the foreign source.
+        assert!(
+            matches!(&err, Error::HostUnreachable { .. })
+                || matches!(&err, Error::Io(e) if e.raw_os_error() == Some(libc::EINVAL)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        fake.resolved.load(Ordering::SeqCst),
+        2,
+        "the first resolution and one re-resolution"
+    );
+    assert_eq!(factory.counters().sources_re_resolved, 1);
 }
