@@ -95,6 +95,19 @@ impl Outcome {
     }
 }
 
+/// The path to `destination` for a send or connect: a cache hit (the per-datagram case)
+/// answers in place, without allocating; only a miss goes through
+/// [`Guard::path_for_async`].
+pub(crate) async fn path_for(
+    guard: &Arc<dyn Guard>,
+    destination: SocketAddr,
+) -> Result<Option<Path>, Error> {
+    match guard.cached_path(destination) {
+        Some(answer) => answer,
+        None => guard.clone().path_for_async(destination).await,
+    }
+}
+
 /// The future of [`Guard::path_for_async`].
 pub(crate) type PathFuture =
     Pin<Box<dyn Future<Output = Result<Option<Path>, Error>> + Send + 'static>>;
@@ -111,6 +124,8 @@ pub(crate) trait Guard: Send + Sync {
     /// runtime's blocking pool, never on the calling runtime thread, and concurrent misses for
     /// one destination share that one resolution.
     fn path_for_async(self: Arc<Self>, destination: SocketAddr) -> PathFuture;
+    /// What the cache answers for `destination` without resolving: `None` on a miss.
+    fn cached_path(&self, destination: SocketAddr) -> Option<Result<Option<Path>, Error>>;
     /// The interface index to stamp beside the explicit source `source` of a datagram to
     /// `destination`: `None` when the kernel chooses or no interface owns it,
     /// [`Error::HostUnreachable`] when the tunnel owns it.
@@ -155,6 +170,14 @@ impl<S: Strategy> Guard for Shared<S> {
             }
             Err(ResolveError::Io(e)) => Err(Error::Io(e)),
         }
+    }
+
+    fn cached_path(&self, destination: SocketAddr) -> Option<Result<Option<Path>, Error>> {
+        if !self.strategy.pins_source() {
+            return Some(Ok(None));
+        }
+        self.cached(destination.ip().to_canonical(), destination)
+            .ok()
     }
 
     fn path_for_async(self: Arc<Self>, destination: SocketAddr) -> PathFuture {

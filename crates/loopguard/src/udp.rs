@@ -16,7 +16,7 @@ use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 
 use crate::counters::{Counter, Counters, SocketCounters};
-use crate::factory::Guard;
+use crate::factory::{self, Guard};
 use crate::os::send_error::{self, Attempt, NextStep, SendFailure};
 use crate::os::send_path::{self, Capabilities};
 use crate::tripwire::{LoopProtocol, Registration};
@@ -248,7 +248,7 @@ impl UdpSocket {
                 false,
             ),
             None => {
-                let path = self.guard.clone().path_for_async(datagram.dst).await?;
+                let path = factory::path_for(&self.guard, datagram.dst).await?;
                 (
                     path.map(|path| path.source),
                     path.and_then(|path| path.interface),
@@ -354,11 +354,7 @@ impl UdpSocket {
                     attempt.re_resolved = true;
                     self.counters.add(Counter::SourcesReResolved, 1);
                     self.guard.forget(transmit.destination);
-                    let path = self
-                        .guard
-                        .clone()
-                        .path_for_async(transmit.destination)
-                        .await?;
+                    let path = factory::path_for(&self.guard, transmit.destination).await?;
                     let (source, index) = (
                         path.map(|path| path.source),
                         path.and_then(|path| path.interface),
