@@ -4,17 +4,35 @@
 
 use std::process::Command;
 
-fn demo_namespaces() -> Vec<String> {
+/// The namespaces still listed that the demo process `pid` created (`lg-demo-<role>-<pid>-<n>`).
+/// Only its own: another test run on the same machine may be running its demo meanwhile.
+fn demo_namespaces(pid: u32) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
+    let own = format!("-{pid}-");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("lg-demo"))
+        .filter(|n| n.starts_with("lg-demo") && n.contains(&own))
         .map(str::to_owned)
         .collect()
+}
+
+/// Runs `loopguard ARGS` to completion and returns its output and its pid.
+fn run_loopguard(args: &[&str]) -> (std::process::Output, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_loopguard"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("runs loopguard {args:?}: {e}"));
+    let pid = child.id();
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waits for loopguard {args:?}: {e}"));
+    (out, pid)
 }
 
 /// Rows of the printed table: (family, transport, socket, sent, echoed, tun packets).
@@ -44,10 +62,7 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
     if loopguard_lab::skip_unprivileged("demo_shows_the_loop_and_the_guard") {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_loopguard"))
-        .arg("demo")
-        .output()
-        .expect("runs loopguard demo");
+    let (out, pid) = run_loopguard(&["demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -117,15 +132,12 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
     assert_eq!(number_after("no route"), 0, "{line}");
     assert_eq!(number_after("send error"), 0, "{line}");
     assert!(
-        demo_namespaces().is_empty(),
+        demo_namespaces(pid).is_empty(),
         "left behind: {:?}",
-        demo_namespaces()
+        demo_namespaces(pid)
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_loopguard"))
-        .args(["demo", "--json"])
-        .output()
-        .expect("runs loopguard demo --json");
+    let (out, pid) = run_loopguard(&["demo", "--json"]);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -198,9 +210,9 @@ fn demo_shows_the_loop_and_the_guard_and_cleans_up() {
         field(k);
     }
     assert!(
-        demo_namespaces().is_empty(),
+        demo_namespaces(pid).is_empty(),
         "left behind: {:?}",
-        demo_namespaces()
+        demo_namespaces(pid)
     );
 }
 

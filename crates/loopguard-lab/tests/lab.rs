@@ -60,8 +60,15 @@ fn wait_for_count(counter: &TunCounter, dst: IpAddr, transport: Transport) -> u6
         .count_to(dst, transport)
 }
 
-fn listed_namespaces() -> String {
-    run_cmd("ip", &["netns", "list"]).expect("ip netns list")
+/// The names `ip netns list` prints, one per line (followed by ` (id: N)` once a namespace has
+/// an id). Compared whole: `lg-lab-7-1` must not match another test's `lg-lab-7-10`.
+fn listed_namespaces() -> Vec<String> {
+    run_cmd("ip", &["netns", "list"])
+        .expect("ip netns list")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -80,10 +87,7 @@ fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
         let listed = listed_namespaces();
         for name in &names {
             assert!(name.starts_with("lg-"), "{name}");
-            assert!(
-                listed.contains(name.as_str()),
-                "{name} missing from {listed}"
-            );
+            assert!(listed.contains(name), "{name} missing from {listed:?}");
         }
 
         let echo = EchoServers::start(lab.server(), &lab.server_addrs(), 7).expect("echo");
@@ -137,10 +141,7 @@ fn plain_udp_loops_into_the_tun_and_echo_works_without_tun_routes() {
     }
     let listed = listed_namespaces();
     for name in &names {
-        assert!(
-            !listed.contains(name.as_str()),
-            "{name} left behind: {listed}"
-        );
+        assert!(!listed.contains(name), "{name} left behind: {listed:?}");
     }
 }
 
