@@ -169,8 +169,8 @@ const SYNC_BOUND: Duration = Duration::from_secs(20);
 
 impl TunCounter {
     /// Attaches to the existing TUN device `tun_name` in namespace `netns` and starts counting
-    /// packets addressed to `watched`. Returns once the device is attached, so every packet
-    /// routed into it from then on is counted; attaching also brings the device's carrier up.
+    /// packets addressed to `watched`. Returns once the device is attached and passes packets
+    /// (see [`wait_until_passing`]), so every packet routed into it from then on is counted.
     pub fn start(netns: &Netns, tun_name: &str, watched: Vec<IpAddr>) -> Result<Self, LabError> {
         Self::start_with(netns, tun_name, watched, |_| {})
     }
@@ -208,7 +208,10 @@ impl TunCounter {
             thread: Some(thread),
         };
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(counter),
+            Ok(Ok(())) => {
+                wait_until_passing(netns, tun_name)?;
+                Ok(counter)
+            }
             Ok(Err(e)) => Err(LabError::Io(io::Error::new(
                 e.kind(),
                 format!("cannot attach to TUN device {tun_name}: {e}"),
@@ -296,6 +299,65 @@ impl Drop for TunCounter {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// How long [`wait_until_passing`] waits for the kernel to take the carrier into account.
+const CARRIER_BOUND: Duration = Duration::from_secs(10);
+
+/// Waits (at most [`CARRIER_BOUND`]) until the TUN device `name`, whose reader has just
+/// attached, passes packets to it.
+///
+/// Attaching turns the carrier on at once, but the device's transmit queues are the dropping
+/// `noop` qdisc while it is without a carrier: `dev_activate` defers them "until next
+/// carrier-on event" and `dev_deactivate` switches them back to `noop` when the carrier goes
+/// (net/sched/sch_generic.c). Only the kernel's link-watch work re-activates them, and it sets
+/// the operational state to `UP` just before (`linkwatch_do_dev` in net/core/link_watch.c). It
+/// runs on a kernel worker and needs the RTNL lock, which namespace set-up and teardown
+/// elsewhere may hold for long. Until then every packet routed into the device is dropped
+/// silently: a leak would go uncounted and a packet that should loop would be missed. So this
+/// waits for `UP` (a device made by `ip tuntap add` is `UNKNOWN` or `DOWN` until then), then
+/// takes the RTNL lock once (an `ip link set up` of the device, which is up already), so that
+/// the link-watch run that set `UP` has also finished re-activating the queues. A device that
+/// is administratively down needs no wait: bringing it up with the carrier on activates its
+/// queues at once (`dev_open` calls `dev_activate`).
+fn wait_until_passing(netns: &Netns, name: &str) -> Result<(), LabError> {
+    let deadline = Instant::now() + CARRIER_BOUND;
+    loop {
+        let line = netns.ip(&["-o", "link", "show", "dev", name])?;
+        if !link_flags(&line).contains(&"UP") {
+            return Ok(());
+        }
+        match operstate(&line) {
+            Some("UP") => break,
+            Some(state) if Instant::now() >= deadline => {
+                return Err(LabError::Io(io::Error::other(format!(
+                    "TUN device {name} still {state} {CARRIER_BOUND:?} after its reader attached"
+                ))));
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(5)),
+            None => {
+                return Err(LabError::Io(io::Error::other(format!(
+                    "no operational state for {name} in `ip -o link show`: {line:?}"
+                ))));
+            }
+        }
+    }
+    netns.ip(&["link", "set", "dev", name, "up"]).map(drop)
+}
+
+/// The flags (`UP`, `LOWER_UP`, `NO-CARRIER`…) in a line of `ip -o link show`.
+fn link_flags(line: &str) -> Vec<&str> {
+    line.split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(flags, _)| flags.split(',').collect())
+        .unwrap_or_default()
+}
+
+/// The operational state (`UP`, `DOWN`, `UNKNOWN`…) in a line of `ip -o link show`.
+fn operstate(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "state")?;
+    words.next()
 }
 
 /// How long the reader waits in `poll` before checking the stop flag and barrier requests.
@@ -398,6 +460,87 @@ fn open_tun(name: &str) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TUN device idle long enough for the kernel to deactivate its queues, then attached and
+    /// sent to at once from the attaching thread: after [`wait_until_passing`] the datagram
+    /// reaches the reader. Without that wait it is dropped in most tries (the device's TX
+    /// `dropped` count rises instead).
+    #[test]
+    fn a_datagram_sent_right_after_attaching_to_an_idle_tun_arrives() {
+        if crate::skip_unprivileged("a_datagram_sent_right_after_attaching_to_an_idle_tun") {
+            return;
+        }
+        let ns = Netns::create(&crate::unique_name("idle")).expect("namespace");
+        let tun = "lg-idle0";
+        ns.ip(&["tuntap", "add", "dev", tun, "mode", "tun"])
+            .unwrap();
+        ns.ip(&["link", "set", tun, "up"]).unwrap();
+        ns.ip(&["route", "add", "198.51.100.0/24", "dev", tun])
+            .unwrap();
+        for round in 0..3 {
+            // Without a reader the carrier is off: wait until the kernel has acted on it.
+            let deadline = Instant::now() + CARRIER_BOUND;
+            while !ns
+                .ip(&["-o", "link", "show", "dev", tun])
+                .unwrap()
+                .contains("state DOWN")
+            {
+                assert!(Instant::now() < deadline, "{tun} never went down");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let arrived = ns
+                .run(|| {
+                    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+                    let fd = open_tun(tun).expect("attach");
+                    wait_until_passing(&ns, tun).expect("passes packets");
+                    socket.send_to(b"first", "198.51.100.9:9").expect("send");
+                    // Other packets may come first (IPv6 autoconfiguration on the device).
+                    let mut buf = [0u8; 2048];
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        let mut pfd = libc::pollfd {
+                            fd: fd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd, and the count says so.
+                        unsafe { libc::poll(&mut pfd, 1, 50) };
+                        // SAFETY: `buf` is valid for writes of its length.
+                        let n = unsafe {
+                            libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                        };
+                        let ours = n > 0
+                            && parse_packet(&buf[..n as usize]).is_some_and(|p| {
+                                p.dst == IpAddr::from([198, 51, 100, 9])
+                                    && p.transport == Transport::Udp
+                            });
+                        if ours {
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .unwrap();
+            assert!(
+                arrived,
+                "round {round}: the datagram never reached the reader"
+            );
+        }
+    }
+
+    #[test]
+    fn operstate_and_flags_are_read_from_ip_link_output() {
+        let down = "2: lg-tun: <NO-CARRIER,POINTOPOINT,MULTICAST,NOARP,UP> mtu 1500 qdisc \
+                    pfifo_fast state DOWN mode DEFAULT group default qlen 500\\    link/none ";
+        assert_eq!(operstate(down), Some("DOWN"));
+        assert!(link_flags(down).contains(&"UP"));
+        let admin_down = "2: lg-tun: <POINTOPOINT,MULTICAST,NOARP> mtu 1500 qdisc noop state DOWN";
+        assert!(!link_flags(admin_down).contains(&"UP"));
+        let up = "2: lg-tun: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1500 qdisc \
+                  pfifo_fast state UNKNOWN mode DEFAULT group default qlen 500";
+        assert_eq!(operstate(up), Some("UNKNOWN"));
+        assert_eq!(operstate("2: lg-tun: <UP> mtu 1500"), None);
+    }
 
     fn v4_packet(proto: u8, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
         let mut p = vec![0u8; 28];
