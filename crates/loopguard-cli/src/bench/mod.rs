@@ -12,6 +12,7 @@
 
 mod cache;
 mod stats;
+mod storm;
 mod tripwire;
 #[cfg(target_os = "linux")]
 mod udp;
@@ -83,6 +84,12 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     report["cache_insert_ns"] = insert;
     say("loop tripwire");
     report["tripwire_ns"] = tripwire::run(rounds, lookups);
+    say("miss storm");
+    report["miss_storm"] = storm::run(rounds).unwrap_or_else(|e| {
+        notes.push(format!("miss storm: {e:#}"));
+        json!({"resolutions_max": null, "timer_miss_storm": {"worst_us": null},
+               "timer_resolved_storm": {"worst_us": null}})
+    });
     say("memory");
     report["memory"] = memory().unwrap_or_else(|e| {
         notes.push(format!("memory: {e:#}"));
@@ -336,6 +343,29 @@ fn table(r: &Value) -> String {
         num(&t["false_positives"]),
         num(&t["loops_missed"]),
     ));
+    let st = &r["miss_storm"];
+    out.push_str(&format!(
+        "\nMiss storm ({} tasks send to one new destination, its resolution takes {} ms, {}): \
+         {} resolution(s) at most, {} datagrams sent at least, in {} us (median)\n",
+        num(&st["tasks"]),
+        num(&st["resolution_ms"]),
+        st["runtime"].as_str().unwrap_or("?"),
+        num(&st["resolutions_max"]),
+        num(&st["datagrams_sent_min"]),
+        num(&st["storm_us"]),
+    ));
+    for (label, key) in [
+        ("miss storm                 ", "timer_miss_storm"),
+        ("same storm, resolved before", "timer_resolved_storm"),
+        ("idle runtime               ", "timer_idle"),
+    ] {
+        out.push_str(&format!(
+            "  lateness of a 1 ms timer, {label}: worst {} us, median {} us ({} ticks)\n",
+            num(&st[key]["worst_us"]),
+            num(&st[key]["p50_us"]),
+            num(&st[key]["ticks"]),
+        ));
+    }
     let mem = &r["memory"];
     out.push_str(&format!(
         "\nMemory, {} cached destinations: loopguard {} bytes each, peak RSS {} bytes; dashmap {} bytes each, peak RSS {} bytes\n",
