@@ -108,6 +108,31 @@ pub(crate) async fn path_for(
     }
 }
 
+/// The interface to stamp beside the explicit source `source` of a datagram to
+/// `destination` (see [`Guard::interface_for_source`]): a known source answers in place; a new
+/// one is looked up on the runtime's blocking pool, never on the calling runtime thread.
+pub(crate) async fn interface_for_source(
+    guard: &Arc<dyn Guard>,
+    source: IpAddr,
+    destination: SocketAddr,
+) -> Result<Option<u32>, Error> {
+    if let Some(answer) = guard.cached_source_interface(source, destination) {
+        return answer;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return guard.interface_for_source(source, destination);
+    };
+    let guard = Arc::clone(guard);
+    runtime
+        .spawn_blocking(move || guard.interface_for_source(source, destination))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Io(io::Error::other(
+                "the interface lookup for this source panicked",
+            )))
+        })
+}
+
 /// The future of [`Guard::path_for_async`].
 pub(crate) type PathFuture =
     Pin<Box<dyn Future<Output = Result<Option<Path>, Error>> + Send + 'static>>;
@@ -126,9 +151,17 @@ pub(crate) trait Guard: Send + Sync {
     fn path_for_async(self: Arc<Self>, destination: SocketAddr) -> PathFuture;
     /// What the cache answers for `destination` without resolving: `None` on a miss.
     fn cached_path(&self, destination: SocketAddr) -> Option<Result<Option<Path>, Error>>;
+    /// What is known of the explicit source `source` without asking the strategy: `None` when
+    /// it was never asked.
+    fn cached_source_interface(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+    ) -> Option<Result<Option<u32>, Error>>;
     /// The interface index to stamp beside the explicit source `source` of a datagram to
     /// `destination`: `None` when the kernel chooses or no interface owns it,
-    /// [`Error::HostUnreachable`] when the tunnel owns it.
+    /// [`Error::HostUnreachable`] when the tunnel owns it. Asks the strategy (blocking) when
+    /// the source is new.
     fn interface_for_source(
         &self,
         source: IpAddr,
@@ -165,7 +198,7 @@ impl<S: Strategy> Guard for Shared<S> {
             Ok(path) => Ok(Some(path)),
             Err(ResolveError::NoRoute) => Err(Error::HostUnreachable { destination }),
             Err(ResolveError::TunnelGone { tunnel }) => {
-                tracing::warn!(%destination, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
+                warn_tunnel_gone(destination.ip(), &tunnel);
                 Err(Error::TunnelGone { destination })
             }
             Err(ResolveError::Io(e)) => Err(Error::Io(e)),
@@ -202,51 +235,55 @@ impl<S: Strategy> Guard for Shared<S> {
         })
     }
 
+    fn cached_source_interface(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+    ) -> Option<Result<Option<u32>, Error>> {
+        if !self.strategy.pins_source() {
+            return Some(Ok(None));
+        }
+        // `::ffff:a.b.c.d` (a dual-stack socket's IPv4 address) is owned as `a.b.c.d`.
+        let source = source.to_canonical();
+        let answer = self
+            .source_interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&source)
+            .copied()?;
+        Some(source_answer(answer, source, destination))
+    }
+
     fn interface_for_source(
         &self,
         source: IpAddr,
         destination: SocketAddr,
     ) -> Result<Option<u32>, Error> {
-        if !self.strategy.pins_source() {
-            return Ok(None);
+        if let Some(answer) = self.cached_source_interface(source, destination) {
+            return answer;
         }
-        // `::ffff:a.b.c.d` (a dual-stack socket's IPv4 address) is owned as `a.b.c.d`.
         let source = source.to_canonical();
-        let cached = self
+        let answer = match self.strategy.interface_for_source(source) {
+            Ok(index) => Ok(index),
+            Err(ResolveError::NoRoute) => Err(()),
+            // Neither a vanished tunnel nor a failed lookup is remembered: the next datagram
+            // asks again.
+            Err(ResolveError::TunnelGone { tunnel }) => {
+                warn_tunnel_gone(destination.ip(), &tunnel);
+                return Err(Error::TunnelGone { destination });
+            }
+            Err(ResolveError::Io(e)) => return Err(Error::Io(e)),
+        };
+        let mut map = self
             .source_interfaces
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&source)
-            .copied();
-        let answer = match cached {
-            Some(answer) => answer,
-            None => {
-                let answer = match self.strategy.interface_for_source(source) {
-                    Ok(index) => Ok(index),
-                    Err(ResolveError::NoRoute) => Err(()),
-                    // Neither a vanished tunnel nor a failed lookup is remembered: the next
-                    // datagram asks again.
-                    Err(ResolveError::TunnelGone { tunnel }) => {
-                        tracing::warn!(%source, %destination, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
-                        return Err(Error::TunnelGone { destination });
-                    }
-                    Err(ResolveError::Io(e)) => return Err(Error::Io(e)),
-                };
-                let mut map = self
-                    .source_interfaces
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if map.len() >= MAX_SOURCE_INTERFACES {
-                    map.clear();
-                }
-                map.insert(source, answer);
-                answer
-            }
-        };
-        answer.map_err(|()| {
-            tracing::debug!(%source, %destination, "explicit source belongs to the tunnel; datagram dropped");
-            Error::HostUnreachable { destination }
-        })
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_SOURCE_INTERFACES {
+            map.clear();
+        }
+        map.insert(source, answer);
+        drop(map);
+        source_answer(answer, source, destination)
     }
 
     fn forget(&self, destination: SocketAddr) {
@@ -330,18 +367,58 @@ impl<S: Strategy> Shared<S> {
     }
 
     fn resolve_flight(&self, ip: IpAddr, generation: u64, done: watch::Sender<Option<Outcome>>) {
+        // Ends the flight even if `resolve` panics: the next miss then resolves again
+        // instead of joining a flight that will never land.
+        let _landing = FlightEnd {
+            flights: &self.flights,
+            ip,
+            generation,
+        };
         let result = self.strategy.resolve(ip);
         self.cache.store(ip, generation, &result);
         if let Err(ResolveError::TunnelGone { tunnel }) = &result {
-            tracing::warn!(destination = %ip, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
+            warn_tunnel_gone(ip, tunnel);
         }
-        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if flights.get(&ip).is_some_and(|f| f.generation == generation) {
-            flights.remove(&ip);
-        }
-        drop(flights);
         let _ = done.send(Some(Outcome::of(&result)));
     }
+}
+
+/// Removes a flight from the table when its resolution ends, however it ends.
+struct FlightEnd<'a> {
+    flights: &'a Mutex<HashMap<IpAddr, Flight>>,
+    ip: IpAddr,
+    generation: u64,
+}
+
+impl Drop for FlightEnd<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // A later generation's flight for the same destination is not this one's to end.
+        if flights
+            .get(&self.ip)
+            .is_some_and(|f| f.generation == self.generation)
+        {
+            flights.remove(&self.ip);
+        }
+    }
+}
+
+/// What a remembered answer for an explicit source means for a datagram: `Err(())` is a
+/// source the tunnel owns, so the datagram is refused.
+fn source_answer(
+    answer: Result<Option<u32>, ()>,
+    source: IpAddr,
+    destination: SocketAddr,
+) -> Result<Option<u32>, Error> {
+    answer.map_err(|()| {
+        tracing::debug!(%source, %destination, "explicit source belongs to the tunnel; datagram dropped");
+        Error::HostUnreachable { destination }
+    })
+}
+
+/// Says, once per refused resolution, that the configured tunnel is missing.
+fn warn_tunnel_gone(destination: IpAddr, tunnel: &str) {
+    tracing::warn!(%destination, %tunnel, "the tunnel is not in the host's tables: dropping, not sending");
 }
 
 impl<S: Strategy> SocketFactory<S> {

@@ -244,7 +244,7 @@ impl UdpSocket {
         let (src, mut interface, resolved) = match datagram.src {
             Some(src) => (
                 Some(src),
-                self.guard.interface_for_source(src, datagram.dst)?,
+                factory::interface_for_source(&self.guard, src, datagram.dst).await?,
                 false,
             ),
             None => {

@@ -551,6 +551,48 @@ impl Strategy for WaitsForTheRuntime {
             interface: None,
         })
     }
+
+    fn interface_for_source(&self, _source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.runtime_ran.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                return Err(ResolveError::Io(std::io::Error::other(
+                    "the runtime never ran: the source lookup blocked its thread",
+                )));
+            }
+            std::thread::yield_now();
+        }
+        Ok(None)
+    }
+}
+
+/// A datagram with an explicit source nobody looked up yet, on a single-threaded runtime: the
+/// lookup runs off the runtime thread (a task on the same thread runs while it is under way).
+#[test]
+fn a_new_explicit_source_is_looked_up_without_blocking_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let runtime_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let factory = SocketFactory::new(WaitsForTheRuntime {
+            runtime_ran: runtime_ran.clone(),
+            resolutions: AtomicUsize::new(0),
+        });
+        let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+        let dst = receiver.local_addr().unwrap();
+        let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+        let marker = tokio::spawn(async move { runtime_ran.store(true, Ordering::SeqCst) });
+        let datagram = DatagramOut::new(dst, b"explicit").with_src(PINNED_SOURCE.into());
+        sender.send(&datagram).await.expect("sent");
+        marker.await.unwrap();
+        let got = receive_within(&receiver, 1, Duration::from_secs(10)).await;
+        assert_eq!(
+            got.first().map(|g| g.0.ip()),
+            Some(IpAddr::from(PINNED_SOURCE))
+        );
+    });
 }
 
 /// 1,000 tasks on a single-threaded runtime send to one destination nobody resolved yet: the
@@ -628,4 +670,55 @@ async fn a_persistent_send_error_is_not_one_resolution_per_datagram() {
         "the first resolution and one re-resolution"
     );
     assert_eq!(factory.counters().sources_re_resolved, 1);
+}
+
+/// A strategy whose first resolution panics; later ones answer. Counts resolutions.
+struct PanicsOnce {
+    resolutions: AtomicUsize,
+}
+
+impl Strategy for PanicsOnce {
+    fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        Ok(())
+    }
+
+    fn pins_source(&self) -> bool {
+        true
+    }
+
+    fn resolve(&self, _destination: IpAddr) -> Result<Path, ResolveError> {
+        if self.resolutions.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the first resolution fails badly");
+        }
+        Ok(Path {
+            source: PINNED_SOURCE.into(),
+            interface: None,
+        })
+    }
+}
+
+/// A resolution that panics fails the sends waiting for it with an I/O error and sends
+/// nothing; it does not leave its flight behind, so the next send resolves again and goes.
+#[tokio::test]
+async fn a_panicking_resolution_fails_its_sends_and_the_next_send_resolves_again() {
+    let strategy = Arc::new(PanicsOnce {
+        resolutions: AtomicUsize::new(0),
+    });
+    let factory = SocketFactory::new(strategy.clone());
+    let receiver = factory.bind(addr("127.0.0.1:0")).unwrap();
+    let dst = receiver.local_addr().unwrap();
+    let sender = factory.bind(addr("0.0.0.0:0")).unwrap();
+    let err = sender
+        .send(&DatagramOut::new(dst, b"first"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+    sender
+        .send(&DatagramOut::new(dst, b"second"))
+        .await
+        .expect("the next send resolves again");
+    assert_eq!(strategy.resolutions.load(Ordering::SeqCst), 2);
+    let got = receive_within(&receiver, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "only the second datagram was sent: {got:?}");
+    assert_eq!(got[0].0.ip(), IpAddr::from(PINNED_SOURCE));
 }
