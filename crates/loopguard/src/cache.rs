@@ -1249,6 +1249,11 @@ mod tests {
     /// Path slots are reused once no entry names them; when every slot holds a path still in
     /// use, a new path is not cached (a miss next time), and the paths in use stay right.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "1,000 stores, each scanning the 256 path slots: single-threaded arithmetic \
+                  (two thirds of the Miri run); the path reads are covered by the other tests"
+    )]
     fn path_slots_are_recycled_and_their_limit_only_costs_misses() {
         let cache = PathCache::new();
         let g = cache.generation();
