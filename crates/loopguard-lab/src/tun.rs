@@ -169,8 +169,10 @@ const SYNC_BOUND: Duration = Duration::from_secs(20);
 
 impl TunCounter {
     /// Attaches to the existing TUN device `tun_name` in namespace `netns` and starts counting
-    /// packets addressed to `watched`. Returns once the device is attached and passes packets
-    /// (see [`wait_until_passing`]), so every packet routed into it from then on is counted.
+    /// packets addressed to `watched`. Returns once the device is attached and passes packets,
+    /// so every packet routed into it from then on is counted: a device that was without a
+    /// reader drops what is routed into it until the kernel re-activates its queues, and this
+    /// waits (at most 10 s) for the operational state `UP` that comes with that.
     pub fn start(netns: &Netns, tun_name: &str, watched: Vec<IpAddr>) -> Result<Self, LabError> {
         Self::start_with(netns, tun_name, watched, |_| {})
     }
