@@ -537,15 +537,7 @@ impl Strategy for WaitsForTheRuntime {
         if self.resolutions.fetch_add(1, Ordering::SeqCst) > 0 {
             return Err(ResolveError::Io(std::io::Error::other("resolved twice")));
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !self.runtime_ran.load(Ordering::SeqCst) {
-            if std::time::Instant::now() > deadline {
-                return Err(ResolveError::Io(std::io::Error::other(
-                    "the runtime never ran: the resolution blocked its thread",
-                )));
-            }
-            std::thread::yield_now();
-        }
+        self.until_the_runtime_ran("the resolution")?;
         Ok(Path {
             source: PINNED_SOURCE.into(),
             interface: None,
@@ -553,16 +545,25 @@ impl Strategy for WaitsForTheRuntime {
     }
 
     fn interface_for_source(&self, _source: IpAddr) -> Result<Option<u32>, ResolveError> {
+        self.until_the_runtime_ran("the source lookup")?;
+        Ok(None)
+    }
+}
+
+impl WaitsForTheRuntime {
+    /// Blocks (at most 10 s) until a task on the caller's runtime has run; an error naming
+    /// `what` if none did, which means `what` blocked the runtime's thread.
+    fn until_the_runtime_ran(&self, what: &str) -> Result<(), ResolveError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !self.runtime_ran.load(Ordering::SeqCst) {
             if std::time::Instant::now() > deadline {
-                return Err(ResolveError::Io(std::io::Error::other(
-                    "the runtime never ran: the source lookup blocked its thread",
-                )));
+                return Err(ResolveError::Io(std::io::Error::other(format!(
+                    "the runtime never ran: {what} blocked its thread"
+                ))));
             }
             std::thread::yield_now();
         }
-        Ok(None)
+        Ok(())
     }
 }
 
