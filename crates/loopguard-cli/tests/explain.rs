@@ -575,3 +575,21 @@ fn netsh_with_powershell_addresses_gives_sources() {
     assert_eq!(v[0]["interface_index"], 12);
     assert_eq!(v[0]["source"], "192.0.2.10");
 }
+
+#[test]
+fn netsh_with_its_own_show_addresses_gives_sources() {
+    let v = json(&explain(&[
+        "--windows-netsh",
+        "@netsh-en-with-addresses.txt",
+        "--tunnel",
+        "24",
+        "--json",
+        "203.0.113.50",
+        "2001:db8:abcd::1",
+    ]));
+    assert_eq!(v[0]["interface_index"], 12);
+    assert_eq!(v[0]["source"], "192.0.2.10");
+    // The stable address, not the temporary one listed first.
+    assert_eq!(v[1]["interface_index"], 12);
+    assert_eq!(v[1]["source"], "2001:db8:12::10");
+}

@@ -32,7 +32,9 @@ its IPv4 address and by its index: --tunnel 203.0.113.2 --tunnel 24), or the tab
 `Get-NetRoute` prints (--windows-netroute-table; add --windows-addresses for sources), or
 netsh's tables (--windows-netsh FILE, from: netsh interface ipv4 show route > netsh.txt &
 netsh interface ipv4 show interfaces >> netsh.txt & netsh interface ipv6 show route >>
-netsh.txt & netsh interface ipv6 show interfaces >> netsh.txt).
+netsh.txt & netsh interface ipv6 show interfaces >> netsh.txt; for sources, also
+netsh interface ipv4 show addresses >> netsh.txt & netsh interface ipv6 show addresses >>
+netsh.txt).
 Files may be UTF-8 (with or without BOM) or UTF-16, in any display language.
 
 macOS: netstat -rn > netstat.txt, then: loopguard route explain --macos-netstat netstat.txt \
@@ -70,7 +72,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     pub windows_netroute_table: Option<PathBuf>,
     /// `netsh interface ipv4 show route`, `... ipv4 show interfaces`, `... ipv6 show route`
-    /// and `... ipv6 show interfaces`, concatenated in that order, instead of the JSON dumps
+    /// and `... ipv6 show interfaces`, concatenated in that order, instead of the JSON dumps;
+    /// `... ipv4 show addresses` and `... ipv6 show addresses` after them give sources
     #[arg(long, value_name = "FILE")]
     pub windows_netsh: Option<PathBuf>,
     /// Text of macOS `netstat -rn` (name the tunnel by its utun: --tunnel utun3)

@@ -1,6 +1,7 @@
 //! `netsh interface ipv4 show route` and `netsh interface ipv6 show route` with
-//! `netsh interface ipv4 show interfaces` / `ipv6 show interfaces`, concatenated in one file,
-//! in any display language.
+//! `netsh interface ipv4 show interfaces` / `ipv6 show interfaces`, and optionally
+//! `netsh interface ipv4 show addresses` / `ipv6 show addresses`, concatenated in one file, in
+//! any display language.
 //!
 //! Route rows are `Publish Type Met Prefix Idx Gateway/InterfaceName` (`No Manual 0
 //! 0.0.0.0/0 12 192.0.2.1`; the first two columns are localized words: `Nein Manuell`), the
@@ -14,16 +15,32 @@
 //! the order the README gives. The state word is localized: `connected` and its translations
 //! we know count as up, and so does whatever word the loopback pseudo-interface (always
 //! connected) shows, which covers any other language. Interfaces without a row are taken as
-//! up with metric 0. Addresses are not in these tables: sources stay unknown
-//! ([`HostTables::addresses`](crate::route::HostTables) is `None`).
+//! up with metric 0.
+//!
+//! Sources come from the `show addresses` parts; without them they stay unknown
+//! ([`HostTables::addresses`](crate::route::HostTables) is `None`). The IPv4 part is a block
+//! per interface: a header naming it in quotes (`Configuration for interface "Ethernet"`,
+//! `Konfiguration für Schnittstelle "Ethernet"`), then `key: value` lines. An address is a
+//! value that is an IPv4 address followed at once by a value that is a prefix holding it
+//! (`IP Address: 192.0.2.10` then `Subnet Prefix: 192.0.2.0/24 (mask 255.255.255.0)`); the
+//! default gateway is followed by its metric instead, so it never counts. The block names its
+//! interface only by name, matched to the interface tables' names. The IPv6 part is a table
+//! per interface under `Interface 12: Ethernet` (`Schnittstelle 12: Ethernet`): rows of
+//! address type, DAD state, two lifetimes and the address. The type `Temporary` marks a
+//! temporary address and the DAD state words are read in English; other words count as a
+//! preferred address of no particular origin. The IPv6 prefix length is not shown: 64 is
+//! assumed (source selection does not use it).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
 use super::{looks_like_data, TextDump, Unread};
-use crate::route::{Family, HostTables, Interface, Luid, OperStatus, Route};
+use crate::route::{
+    AddressState, Family, HostTables, Interface, Luid, OperStatus, PrefixOrigin, Route,
+    SuffixOrigin, UnicastAddress,
+};
 
 /// Words Windows prints for a connected interface, in the languages we have seen.
 const CONNECTED: &[&str] = &[
@@ -102,11 +119,107 @@ fn interface_row(t: &[&str]) -> Option<InterfaceRow> {
     })
 }
 
+/// One address of a `show addresses` part, and the interface it is on: by name (IPv4) or by
+/// index (IPv6).
+struct AddressRow {
+    on: Owner,
+    address: UnicastAddress,
+    /// Where it was read, to report it when no interface has its name.
+    line: (usize, String),
+}
+
+enum Owner {
+    Name(String),
+    Index(u32),
+}
+
+/// What the `show addresses` block being read belongs to.
+enum Block {
+    None,
+    /// An IPv4 block of this interface, and an address waiting for its prefix line.
+    V4 {
+        name: String,
+        pending: Option<Ipv4Addr>,
+    },
+    /// An IPv6 table of the interface with this index.
+    V6(u32),
+}
+
+/// The interface a `show addresses` IPv4 block is about: the quoted name of its header line.
+fn v4_block_header(line: &str) -> Option<String> {
+    let (before, rest) = line.split_once('"')?;
+    let (name, after) = rest.rsplit_once('"')?;
+    (!before.contains(':') && after.trim().is_empty() && !name.is_empty()).then(|| name.into())
+}
+
+/// The interface a `show addresses` IPv6 table is about: `<word> <index>: <name>`.
+fn v6_block_header(t: &[&str]) -> Option<u32> {
+    if t.len() < 3 {
+        return None;
+    }
+    t[1].strip_suffix(':')?.parse().ok()
+}
+
+/// The value of a `key: value` line of an IPv4 block (the key may hold spaces, but no data:
+/// `No Manual 256 ::/0 12 fe80::1`, a route row, is not one).
+fn key_value(line: &str) -> Option<&str> {
+    let (key, value) = line.split_once(':')?;
+    let words: Vec<&str> = key.split_whitespace().collect();
+    (!words.is_empty() && !words.iter().any(|w| looks_like_data(w))).then(|| value.trim())
+}
+
+/// An IPv6 address row: type, DAD state, valid and preferred lifetimes, address (with an
+/// optional `%zone`).
+fn v6_address_row(t: &[&str], index: u32) -> Option<UnicastAddress> {
+    if t.len() < 5 {
+        return None;
+    }
+    let last = t[t.len() - 1];
+    let address: Ipv6Addr = last.split('%').next()?.parse().ok()?;
+    let state = match t[1].to_lowercase().as_str() {
+        "deprecated" => AddressState::Deprecated,
+        "tentative" => AddressState::Tentative,
+        "duplicate" => AddressState::Duplicate,
+        "invalid" => AddressState::Invalid,
+        _ => AddressState::Preferred,
+    };
+    let suffix_origin = if t[0].eq_ignore_ascii_case("temporary") {
+        SuffixOrigin::Random
+    } else {
+        SuffixOrigin::Other
+    };
+    Some(UnicastAddress {
+        address: address.into(),
+        prefix_length: 64,
+        interface: Luid(u64::from(index)),
+        state,
+        skip_as_source: false,
+        prefix_origin: PrefixOrigin::Other,
+        suffix_origin,
+    })
+}
+
+/// An IPv4 address of a `show addresses` block, once its prefix line has been read.
+fn v4_address(address: Ipv4Addr, prefix: &str) -> Option<UnicastAddress> {
+    let net: ipnet::Ipv4Net = prefix.split_whitespace().next()?.parse().ok()?;
+    net.contains(&address).then(|| UnicastAddress {
+        address: address.into(),
+        prefix_length: net.prefix_len(),
+        interface: Luid(0),
+        state: AddressState::Preferred,
+        skip_as_source: false,
+        prefix_origin: PrefixOrigin::Other,
+        suffix_origin: SuffixOrigin::Other,
+    })
+}
+
 /// Reads the concatenated text. It never fails as a whole: lines it cannot read come back in
 /// [`TextDump::unread`].
 pub fn parse(text: &str) -> TextDump {
     let mut routes: Vec<RouteRow> = Vec::new();
     let mut interfaces: Vec<InterfaceRow> = Vec::new();
+    let mut addresses: Vec<AddressRow> = Vec::new();
+    let mut block = Block::None;
     let mut unread = Unread::default();
     let mut last_family: Option<Family> = None;
     // Interface rows read before any route row, waiting for a family.
@@ -115,6 +228,58 @@ pub fn parse(text: &str) -> TextDump {
         let t: Vec<&str> = line.split_whitespace().collect();
         if t.is_empty() || t.iter().all(|s| s.chars().all(|c| c == '-')) {
             continue;
+        }
+        if let Some(name) = v4_block_header(line) {
+            block = Block::V4 {
+                name,
+                pending: None,
+            };
+            continue;
+        }
+        if let Some(index) = v6_block_header(&t) {
+            block = Block::V6(index);
+            continue;
+        }
+        match &mut block {
+            Block::V4 { name, pending } => {
+                if let Some(value) = key_value(line) {
+                    let waiting = pending.take();
+                    if let Ok(address) = value.parse::<Ipv4Addr>() {
+                        *pending = Some(address);
+                    } else if let Some(address) = waiting.and_then(|a| v4_address(a, value)) {
+                        addresses.push(AddressRow {
+                            on: Owner::Name(name.clone()),
+                            address,
+                            line: (n + 1, line.to_owned()),
+                        });
+                    }
+                    continue;
+                }
+                block = Block::None;
+            }
+            Block::V6(index) => {
+                if let Some(address) = v6_address_row(&t, *index) {
+                    addresses.push(AddressRow {
+                        on: Owner::Index(*index),
+                        address,
+                        line: (n + 1, line.to_owned()),
+                    });
+                    continue;
+                }
+                // The table's header line (words, however abbreviated) stays in the block; a
+                // line with a number or an address ends it.
+                let data = |s: &&str| {
+                    s.parse::<u64>().is_ok()
+                        || s.parse::<IpAddr>().is_ok()
+                        || s.parse::<IpNet>().is_ok()
+                };
+                if t.iter().any(data) {
+                    block = Block::None;
+                } else {
+                    continue;
+                }
+            }
+            Block::None => {}
         }
         if let Some(row) = route_row(&t) {
             let family = Family::of(row.destination.addr());
@@ -140,12 +305,57 @@ pub fn parse(text: &str) -> TextDump {
             unread.push(n + 1, line);
         }
     }
+    let mut tables = tables(&routes, &interfaces);
+    if !addresses.is_empty() {
+        tables.addresses = Some(attach(&mut tables, addresses, &mut unread));
+    }
     let (unread, unread_total) = unread.finish();
     TextDump {
-        tables: tables(&routes, &interfaces),
+        tables,
         unread,
         unread_total,
     }
+}
+
+/// The addresses on the interfaces they name. An IPv4 block whose name no interface table
+/// row has is reported as unread (its addresses have no index); an IPv6 table's index that
+/// no other part names becomes an interface of its own.
+fn attach(
+    host: &mut HostTables,
+    rows: Vec<AddressRow>,
+    unread: &mut Unread,
+) -> Vec<UnicastAddress> {
+    let mut out = Vec::new();
+    for row in rows {
+        let luid = match &row.on {
+            Owner::Name(name) => match host.interfaces.iter().find(|i| &i.alias == name) {
+                Some(interface) => interface.luid,
+                None => {
+                    unread.push(row.line.0, &row.line.1);
+                    continue;
+                }
+            },
+            Owner::Index(index) => {
+                let luid = Luid(u64::from(*index));
+                if host.interface(luid).is_none() {
+                    host.interfaces.push(Interface {
+                        luid,
+                        index: *index,
+                        alias: String::new(),
+                        status: OperStatus::Up,
+                        ipv4_metric: None,
+                        ipv6_metric: None,
+                    });
+                }
+                luid
+            }
+        };
+        out.push(UnicastAddress {
+            interface: luid,
+            ..row.address
+        });
+    }
+    out
 }
 
 fn tables(routes: &[RouteRow], rows: &[InterfaceRow]) -> HostTables {
@@ -253,6 +463,131 @@ Idx     Met         MTU          Status                Name
         assert_eq!(h.routes[0].next_hop, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(h.routes[1].next_hop, None);
         assert_eq!(h.addresses, None);
+    }
+
+    /// `show addresses` for both families after the tables above, in English. The shape
+    /// follows what `netsh interface ipv4 show addresses` and `ipv6 show addresses` print on
+    /// Windows 10 and 11 (documentation addresses in place of real ones).
+    const ADDRESSES: &str = "
+Configuration for interface \"Ethernet\"
+    DHCP enabled:                         Yes
+    IP Address:                           192.0.2.10
+    Subnet Prefix:                        192.0.2.0/24 (mask 255.255.255.0)
+    IP Address:                           198.51.100.10
+    Subnet Prefix:                        198.51.100.0/25 (mask 255.255.255.128)
+    Default Gateway:                      192.0.2.1
+    Gateway Metric:                       0
+    InterfaceMetric:                      25
+
+Configuration for interface \"loopguard\"
+    DHCP enabled:                         No
+    IP Address:                           203.0.113.2
+    Subnet Prefix:                        203.0.113.2/32 (mask 255.255.255.255)
+    InterfaceMetric:                      5
+
+Configuration for interface \"Bluetooth Network Connection\"
+    DHCP enabled:                         Yes
+    IP Address:                           192.0.2.77
+    Subnet Prefix:                        192.0.2.0/24 (mask 255.255.255.0)
+
+Interface 1: Loopback Pseudo-Interface 1
+
+Addr Type  DAD State   Valid Life Pref. Life Address
+---------  ----------- ---------- ---------- ------------------------
+Other      Preferred     infinite   infinite ::1
+
+Interface 12: Ethernet
+
+Addr Type  DAD State   Valid Life Pref. Life Address
+---------  ----------- ---------- ---------- ------------------------
+Public     Preferred    23h59m58s   3h59m58s 2001:db8:1::10
+Temporary  Preferred    23h59m58s   3h59m58s 2001:db8:1::abcd
+Temporary  Deprecated   23h59m58s         0s 2001:db8:1::dead
+Other      Preferred     infinite   infinite fe80::10%12
+";
+
+    #[test]
+    fn show_addresses_gives_sources_by_interface_name_and_index() {
+        let dump = parse(&format!("{GERMAN}{ADDRESSES}"));
+        // The Bluetooth block names no interface of the tables: its address has no index.
+        let unread: Vec<&str> = dump.unread.iter().map(|u| u.text.trim()).collect();
+        assert_eq!(
+            unread,
+            ["Subnet Prefix:                        192.0.2.0/24 (mask 255.255.255.0)"]
+        );
+        let addresses = dump.tables.addresses.expect("addresses read");
+        let on = |luid: u64| -> Vec<String> {
+            addresses
+                .iter()
+                .filter(|a| a.interface == Luid(luid))
+                .map(|a| format!("{}/{} {:?}", a.address, a.prefix_length, a.state))
+                .collect()
+        };
+        // The gateway (followed by its metric, not a prefix) is no address.
+        assert_eq!(
+            on(12),
+            [
+                "192.0.2.10/24 Preferred",
+                "198.51.100.10/25 Preferred",
+                "2001:db8:1::10/64 Preferred",
+                "2001:db8:1::abcd/64 Preferred",
+                "2001:db8:1::dead/64 Deprecated",
+                "fe80::10/64 Preferred",
+            ]
+        );
+        assert_eq!(on(24), ["203.0.113.2/32 Preferred"]);
+        assert_eq!(on(1), ["::1/64 Preferred"]);
+        let temporary: Vec<String> = addresses
+            .iter()
+            .filter(|a| a.is_temporary())
+            .map(|a| a.address.to_string())
+            .collect();
+        assert_eq!(temporary, ["2001:db8:1::abcd", "2001:db8:1::dead"]);
+        // Nothing else changed.
+        assert_eq!(dump.tables.routes.len(), 5);
+    }
+
+    /// The German words are illustrative: rows are recognised by their shape.
+    #[test]
+    fn show_addresses_in_german_and_without_other_tables() {
+        let text = "\
+Konfiguration für Schnittstelle \"Ethernet\"
+    DHCP aktiviert:                       Ja
+    IP-Adresse:                           192.0.2.10
+    Subnetzpräfix:                        192.0.2.0/24 (Maske 255.255.255.0)
+    Standardgateway:                      192.0.2.1
+    Gatewaymetrik:                        0
+    Schnittstellenmetrik:                 25
+
+Schnittstelle 12: Ethernet
+
+Adresstyp  DAD-Status  Gültige Gült.  Bevorz. Gült. Adresse
+---------  ----------- ---------- ---------- ------------------------
+Öffentlich Bevorzugt    23h59m58s   3h59m58s 2001:db8:1::10
+";
+        let mut dump = parse(&format!("{GERMAN}{text}"));
+        assert!(dump.unread.is_empty(), "{:?}", dump.unread);
+        let mut got: Vec<String> = dump
+            .tables
+            .addresses
+            .take()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{} {}", a.address, a.interface.0))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["192.0.2.10 12", "2001:db8:1::10 12"]);
+        // Alone, the IPv4 block names an interface no table has; the IPv6 table's index
+        // becomes an interface.
+        let alone = parse(text);
+        assert_eq!(alone.unread_total, 1);
+        assert!(alone.tables.interface(Luid(12)).is_some());
+        assert_eq!(alone.tables.addresses.map(|a| a.len()), Some(1));
+    }
+
+    #[test]
+    fn without_show_addresses_sources_stay_unknown() {
+        assert_eq!(parse(GERMAN).tables.addresses, None);
     }
 
     #[test]
