@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 /// Keys that need no privileges: always numbers.
-const ALWAYS: [&str; 14] = [
+const ALWAYS: [&str; 16] = [
     "cache_hit_ns.loopguard",
     "cache_hit_ns.dashmap",
     "cache_hit_ns.loopguard_2t",
@@ -18,6 +18,8 @@ const ALWAYS: [&str; 14] = [
     "cache_hit_ns.loopguard_burst",
     "cache_miss_ns.loopguard",
     "cache_insert_ns.loopguard",
+    "route_print_reader.seconds",
+    "route_print_reader.routes",
     "miss_storm.resolutions_max",
     "miss_storm.timer_miss_storm.worst_us",
     "miss_storm.timer_resolved_storm.worst_us",

@@ -11,6 +11,7 @@
 //! the JSON then holds `null` for those figures.
 
 mod cache;
+mod readers;
 mod stats;
 mod storm;
 mod tripwire;
@@ -84,6 +85,8 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     report["cache_insert_ns"] = insert;
     say("loop tripwire");
     report["tripwire_ns"] = tripwire::run(rounds, lookups);
+    say("route print reader, 50 MB");
+    report["route_print_reader"] = readers::run(rounds.min(5));
     say("miss storm");
     report["miss_storm"] = storm::run(rounds).unwrap_or_else(|e| {
         notes.push(format!("miss storm: {e:#}"));
@@ -342,6 +345,15 @@ fn table(r: &Value) -> String {
         num(&t["loop"]),
         num(&t["false_positives"]),
         num(&t["loops_missed"]),
+    ));
+    let rp = &r["route_print_reader"];
+    out.push_str(&format!(
+        "\nroute print reader ({} bytes, {} routes): {} s; splitting the text into lines alone {} s ({}x)\n",
+        num(&rp["bytes"]),
+        num(&rp["routes"]),
+        num(&rp["seconds"]),
+        num(&rp["lines_only_seconds"]),
+        num(&rp["ratio_to_lines"]),
     ));
     let st = &r["miss_storm"];
     out.push_str(&format!(
