@@ -90,8 +90,8 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     say("miss storm");
     report["miss_storm"] = storm::run(rounds).unwrap_or_else(|e| {
         notes.push(format!("miss storm: {e:#}"));
-        json!({"resolutions_max": null, "timer_miss_storm": {"worst_us": null},
-               "timer_resolved_storm": {"worst_us": null}})
+        json!({"resolutions_max": null, "wake_during_resolution": {"worst_us": null},
+               "wake_resolved_storm": {"worst_us": null}})
     });
     say("memory");
     report["memory"] = memory().unwrap_or_else(|e| {
@@ -367,12 +367,13 @@ fn table(r: &Value) -> String {
         num(&st["storm_us"]),
     ));
     for (label, key) in [
-        ("miss storm                 ", "timer_miss_storm"),
-        ("same storm, resolved before", "timer_resolved_storm"),
-        ("idle runtime               ", "timer_idle"),
+        ("while the resolution runs  ", "wake_during_resolution"),
+        ("whole miss storm           ", "wake_miss_storm"),
+        ("same storm, resolved before", "wake_resolved_storm"),
+        ("idle runtime               ", "wake_idle"),
     ] {
         out.push_str(&format!(
-            "  lateness of a 1 ms timer, {label}: worst {} us, median {} us ({} ticks)\n",
+            "  wait of a 1 ms timer's wake-up, {label}: worst {} us, median {} us ({} ticks)\n",
             num(&st[key]["worst_us"]),
             num(&st[key]["p50_us"]),
             num(&st[key]["ticks"]),

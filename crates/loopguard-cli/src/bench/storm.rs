@@ -1,21 +1,25 @@
 //! A miss storm: 1,000 tasks send to one destination nobody has resolved yet while its
 //! resolution takes 10 ms. Counts the resolutions (one is the goal: the tasks share a single
-//! flight) and measures how late a 1 ms timer on the same single-threaded runtime fires
-//! meanwhile (a resolution that blocked the runtime thread would make it 10 ms late).
+//! flight) and measures how late a timer's wake-up is served by the same single-threaded
+//! runtime meanwhile (a resolution that blocked the runtime thread would make it 10 ms late).
 //!
-//! Two baselines, measured in the same rounds on the same runtime: the same 1,000 sends to a
-//! destination already resolved (a woken timer task queues behind every ready task, so
-//! 1,000 tasks with a datagram each delay it by themselves), and the timer with nothing else
-//! to do (tokio's timer has millisecond ticks, so even an idle runtime's timer is up to about a
-//! millisecond late). What the miss storm adds over the first is the resolution's doing.
+//! The timer is a thread outside the runtime that, every millisecond, sends the time to a task
+//! on the runtime; the task records how long the message waited. (tokio's own timer fires on
+//! millisecond ticks, so a 1 ms sleep is up to a millisecond late even on an idle runtime; the
+//! outside thread shows the runtime's delay alone.) Samples sent while the resolution was under
+//! way are reported apart: that is "meanwhile". Two baselines, measured in the same rounds on
+//! the same runtime: the same 1,000 sends to a destination already resolved (a woken task
+//! queues behind every ready task, so 1,000 tasks with a datagram each delay it by
+//! themselves), and the runtime with nothing else to do.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loopguard::{DatagramOut, Path, ProtectionError, ResolveError, SocketFactory, Strategy};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 use super::stats::{median, round};
 
@@ -27,9 +31,10 @@ pub const RESOLUTION: Duration = Duration::from_millis(10);
 const TICK: Duration = Duration::from_millis(1);
 
 /// A strategy whose every resolution sleeps [`RESOLUTION`] (as a slow route lookup would
-/// block its thread) and is counted.
+/// block its thread), is counted, and notes when it ended.
 struct SlowResolution {
     resolutions: Arc<AtomicUsize>,
+    ended: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Strategy for SlowResolution {
@@ -44,6 +49,7 @@ impl Strategy for SlowResolution {
     fn resolve(&self, _destination: IpAddr) -> Result<Path, ResolveError> {
         self.resolutions.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(RESOLUTION);
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(Path {
             source: IpAddr::V4(Ipv4Addr::LOCALHOST),
             interface: None,
@@ -51,18 +57,54 @@ impl Strategy for SlowResolution {
     }
 }
 
-/// Runs a [`TICK`] timer until `stop` is set; returns how late (after its deadline) it woke
-/// each time, in microseconds.
-async fn timer_lateness(stop: Arc<AtomicBool>) -> Vec<f64> {
-    let mut late = Vec::new();
-    let mut deadline = tokio::time::Instant::now() + TICK;
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep_until(deadline).await;
-        let now = tokio::time::Instant::now();
-        late.push((now - deadline).as_secs_f64() * 1e6);
-        deadline = now + TICK;
+/// One wake-up: when the timer thread sent it, and how long it waited for the runtime.
+type Wake = (Instant, Duration);
+
+/// The timer: a thread outside the runtime and the task on it that takes its messages.
+struct Timer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Vec<Wake>>,
+}
+
+impl Timer {
+    /// Starts both; call on the runtime.
+    fn start() -> Timer {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut next = Instant::now() + TICK;
+            while !thread_stop.load(Ordering::Relaxed) {
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(Instant::now()).is_err() {
+                    return;
+                }
+                next += TICK;
+            }
+        });
+        let task = tokio::spawn(async move {
+            let mut wakes = Vec::new();
+            while let Some(sent) = rx.recv().await {
+                wakes.push((sent, sent.elapsed()));
+            }
+            wakes
+        });
+        Timer { stop, thread, task }
     }
-    late
+
+    /// Stops the thread and returns every wake-up the task saw.
+    async fn stop(self) -> anyhow::Result<Vec<Wake>> {
+        self.stop.store(true, Ordering::Relaxed);
+        // The thread drops its sender on leaving, which ends the task.
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the timer thread panicked"))?;
+        Ok(self.task.await?)
+    }
 }
 
 /// The `q` quantile (0..=1) of `values`, which it sorts.
@@ -74,20 +116,31 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-/// What one storm did and how late the timer was meanwhile.
+/// What one storm did and how late the timer's wake-ups were meanwhile.
 struct Storm {
     resolutions: usize,
     sent: usize,
-    lateness_us: Vec<f64>,
+    /// Every wake-up during the storm, in microseconds.
+    wakes_us: Vec<f64>,
+    /// Those sent while the resolution was under way.
+    during_resolution_us: Vec<f64>,
     took: Duration,
+}
+
+fn micros(wakes: impl Iterator<Item = Wake>) -> Vec<f64> {
+    wakes
+        .map(|(_, waited)| waited.as_secs_f64() * 1e6)
+        .collect()
 }
 
 /// One storm on `runtime`, to a destination resolved beforehand when `resolved`.
 fn storm(runtime: &tokio::runtime::Runtime, resolved: bool) -> anyhow::Result<Storm> {
     runtime.block_on(async {
         let resolutions = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(Mutex::new(None));
         let factory = SocketFactory::new(SlowResolution {
             resolutions: resolutions.clone(),
+            ended: ended.clone(),
         });
         let receiver = factory.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let dst = receiver.local_addr()?;
@@ -96,9 +149,8 @@ fn storm(runtime: &tokio::runtime::Runtime, resolved: bool) -> anyhow::Result<St
             sender.send(&DatagramOut::new(dst, b"resolve")).await?;
             resolutions.store(0, Ordering::SeqCst);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let timer = tokio::spawn(timer_lateness(stop.clone()));
-        // Let the timer arm before the storm begins.
+        let timer = Timer::start();
+        // Let the timer's task start waiting before the storm begins.
         tokio::task::yield_now().await;
         let started = Instant::now();
         let tasks: Vec<_> = (0..TASKS)
@@ -117,11 +169,22 @@ fn storm(runtime: &tokio::runtime::Runtime, resolved: bool) -> anyhow::Result<St
             }
         }
         let took = started.elapsed();
-        stop.store(true, Ordering::Relaxed);
+        let wakes: Vec<Wake> = timer
+            .stop()
+            .await?
+            .into_iter()
+            .filter(|(at, _)| *at >= started)
+            .collect();
+        let ended = *ended.lock().unwrap_or_else(|p| p.into_inner());
+        let during = wakes
+            .iter()
+            .copied()
+            .filter(|(at, _)| !resolved && ended.is_some_and(|end| *at < end));
         Ok(Storm {
             resolutions: resolutions.load(Ordering::SeqCst),
             sent,
-            lateness_us: timer.await?,
+            during_resolution_us: micros(during),
+            wakes_us: micros(wakes.iter().copied()),
             took,
         })
     })
@@ -130,22 +193,21 @@ fn storm(runtime: &tokio::runtime::Runtime, resolved: bool) -> anyhow::Result<St
 /// The baseline: the same timer on the same runtime, with nothing else running, for `how_long`.
 fn idle(runtime: &tokio::runtime::Runtime, how_long: Duration) -> anyhow::Result<Vec<f64>> {
     runtime.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
-        let timer = tokio::spawn(timer_lateness(stop.clone()));
+        let timer = Timer::start();
         tokio::time::sleep(how_long).await;
-        stop.store(true, Ordering::Relaxed);
-        Ok(timer.await?)
+        Ok(micros(timer.stop().await?.into_iter()))
     })
 }
 
 /// `rounds` rounds on one single-threaded runtime, each a miss storm, the same storm to a
-/// resolved destination, and the idle timer for as long as the miss storm took. The lateness
-/// figures pool every tick of every round.
+/// resolved destination, and the idle runtime for as long as the miss storm took. The figures
+/// pool every wake-up of every round.
 pub fn run(rounds: usize) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut miss_late, mut hit_late, mut idle_late) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut during, mut miss_late, mut hit_late, mut idle_late) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut resolutions, mut sent, mut took) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let miss = storm(&runtime, false)?;
@@ -154,8 +216,9 @@ pub fn run(rounds: usize) -> anyhow::Result<Value> {
         resolutions.push(miss.resolutions);
         sent.push(miss.sent.min(hit.sent));
         took.push(miss.took.as_secs_f64() * 1e6);
-        miss_late.extend(miss.lateness_us);
-        hit_late.extend(hit.lateness_us);
+        during.extend(miss.during_resolution_us);
+        miss_late.extend(miss.wakes_us);
+        hit_late.extend(hit.wakes_us);
     }
     let summary = |late: &mut Vec<f64>| {
         json!({
@@ -171,8 +234,9 @@ pub fn run(rounds: usize) -> anyhow::Result<Value> {
         "resolutions_max": resolutions.iter().max(),
         "datagrams_sent_min": sent.iter().min(),
         "storm_us": round(median(&took), 0),
-        "timer_miss_storm": summary(&mut miss_late),
-        "timer_resolved_storm": summary(&mut hit_late),
-        "timer_idle": summary(&mut idle_late),
+        "wake_during_resolution": summary(&mut during),
+        "wake_miss_storm": summary(&mut miss_late),
+        "wake_resolved_storm": summary(&mut hit_late),
+        "wake_idle": summary(&mut idle_late),
     }))
 }
