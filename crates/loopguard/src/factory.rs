@@ -369,7 +369,7 @@ impl<S: Strategy> Shared<S> {
     fn resolve_flight(&self, ip: IpAddr, generation: u64, done: watch::Sender<Option<Outcome>>) {
         // Ends the flight even if `resolve` panics: the next miss then resolves again
         // instead of joining a flight that will never land.
-        let _landing = FlightEnd {
+        let landing = FlightEnd {
             flights: &self.flights,
             ip,
             generation,
@@ -379,6 +379,10 @@ impl<S: Strategy> Shared<S> {
         if let Err(ResolveError::TunnelGone { tunnel }) = &result {
             warn_tunnel_gone(ip, tunnel);
         }
+        // The flight ends before its answer is published: a waiter that acts on the answer
+        // (a send that fails and forgets the path) and misses again must start a new
+        // resolution, not join this finished one and be handed its stale answer.
+        drop(landing);
         let _ = done.send(Some(Outcome::of(&result)));
     }
 }
