@@ -354,19 +354,33 @@ impl<S: Strategy> Shared<S> {
         );
         drop(flights);
         let shared = Arc::clone(self);
-        // The resolution owns its sender, so it finishes (and the cache learns the answer)
-        // even when the send that started it is cancelled.
-        let resolve = move || shared.resolve_flight(ip, generation, done);
+        let resolve = move || shared.resolve_flight(ip, generation);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn_blocking(resolve);
+                let resolution = runtime.spawn_blocking(resolve);
+                // The answer is published by a task of the runtime, not by the blocking
+                // thread: the waiters it wakes then queue on the runtime's own thread, and a
+                // timer or socket woken from outside meanwhile does not wait behind all of
+                // them (tokio serves wake-ups from other threads in one FIFO). The task owns
+                // the sender, so the answer is published (and the cache has learnt it) even
+                // when the send that started the flight is cancelled. A resolution that
+                // panicked drops the sender unsent: its waiters get an error.
+                runtime.spawn(async move {
+                    if let Ok(answer) = resolution.await {
+                        let _ = done.send(Some(answer));
+                    }
+                });
             }
-            Err(_) => resolve(),
+            Err(_) => {
+                let _ = done.send(Some(resolve()));
+            }
         }
         outcome
     }
 
-    fn resolve_flight(&self, ip: IpAddr, generation: u64, done: watch::Sender<Option<Outcome>>) {
+    /// Resolves `ip` for the flight of `generation`, stores the answer, ends the flight and
+    /// returns the answer for its waiters.
+    fn resolve_flight(&self, ip: IpAddr, generation: u64) -> Outcome {
         // Ends the flight even if `resolve` panics: the next miss then resolves again
         // instead of joining a flight that will never land.
         let landing = FlightEnd {
@@ -383,7 +397,7 @@ impl<S: Strategy> Shared<S> {
         // (a send that fails and forgets the path) and misses again must start a new
         // resolution, not join this finished one and be handed its stale answer.
         drop(landing);
-        let _ = done.send(Some(Outcome::of(&result)));
+        Outcome::of(&result)
     }
 }
 
