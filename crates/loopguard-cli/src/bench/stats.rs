@@ -18,6 +18,15 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The `q` quantile (0..=1) of `values`, which it sorts.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
 /// The smallest and largest of `values`.
 pub fn min_max(values: &[f64]) -> (f64, f64) {
     values

@@ -21,7 +21,7 @@ use loopguard::{DatagramOut, Path, ProtectionError, ResolveError, SocketFactory,
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::stats::{median, round};
+use super::stats::{median, quantile, round};
 
 /// Tasks in the storm, each sending one datagram.
 pub const TASKS: usize = 1000;
@@ -105,15 +105,6 @@ impl Timer {
             .map_err(|_| anyhow::anyhow!("the timer thread panicked"))?;
         Ok(self.task.await?)
     }
-}
-
-/// The `q` quantile (0..=1) of `values`, which it sorts.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
 /// What one storm did and how late the timer's wake-ups were meanwhile.
