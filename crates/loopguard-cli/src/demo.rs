@@ -242,11 +242,11 @@ fn demo(json: bool, cancel: &AtomicBool) -> anyhow::Result<bool> {
             counters,
             roaming: &roaming,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&lab, &reports, success);
-        print_counters(&counters);
-        print_roaming(&roaming);
+        print_table(&lab, &reports, success)?;
+        print_counters(&counters)?;
+        print_roaming(&roaming)?;
     }
     Ok(success)
 }
@@ -617,52 +617,66 @@ async fn futures_join_all<F: std::future::Future>(
     results.into_iter().flatten().collect()
 }
 
-fn print_table(lab: &Lab, reports: &[PathReport], success: bool) {
-    println!(
+fn print_table(lab: &Lab, reports: &[PathReport], success: bool) -> anyhow::Result<()> {
+    outln!(
         "loopguard demo: TUN {} in the client namespace captures 0.0.0.0/0 and ::/0 \
          (loopguard TunnelRoutes, mark {:#x})",
         lab.tun(),
         GuardConfig::default().mark()
     );
-    println!(
+    outln!(
         "server {} / {}: UDP and TCP echo on port {ECHO_PORT}; {DATAGRAMS} datagrams and \
          {CONNECTIONS} connections per path\n",
         lab.server_v4(),
         lab.server_v6()
     );
-    println!(
+    outln!(
         "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11} {:>8}  verdict",
-        "family", "transport", "socket", "sent", "echoed", "TUN packets", "tripwire"
+        "family",
+        "transport",
+        "socket",
+        "sent",
+        "echoed",
+        "TUN packets",
+        "tripwire"
     );
     for r in reports {
         let socket = match r.socket {
             SocketKind::Plain => "plain",
             SocketKind::Guarded => "guarded",
         };
-        println!(
+        outln!(
             "{:<6} {:<9} {:<7} {:>4} {:>6} {:>11} {:>8}  {}",
-            r.family, r.transport, socket, r.sent, r.echoed, r.tun_packets, r.tripwire, r.verdict
+            r.family,
+            r.transport,
+            socket,
+            r.sent,
+            r.echoed,
+            r.tun_packets,
+            r.tripwire,
+            r.verdict
         );
     }
-    println!();
+    outln!();
     if success {
-        println!(
+        outln!(
             "OK: every guarded path was delivered with 0 packets in the TUN; every plain path \
              looped, and the loop tripwire caught it."
         );
     } else {
-        println!("FAILED: see the verdicts above.");
+        outln!("FAILED: see the verdicts above.");
         for r in reports.iter().filter(|r| !r.ok) {
             if let Some(e) = &r.error {
-                println!("  {} {} {}: {e}", r.family, r.transport, r.verdict);
+                outln!("  {} {} {}: {e}", r.family, r.transport, r.verdict);
             }
         }
     }
+    Ok(())
 }
 
 /// The guarded factory's counters, under the table.
-fn print_counters(c: &CountersReport) {
-    println!(
+fn print_counters(c: &CountersReport) -> anyhow::Result<()> {
+    outln!(
         "guarded factory counters: UDP datagrams sent {} (in {} sends), received {}; dropped: \
          no route {}, send error {}; queue-full retries {}, GSO fallbacks {}, sources \
          re-resolved {}, protection failures {}; loops detected by its tripwire {} (the plain \
@@ -678,6 +692,7 @@ fn print_counters(c: &CountersReport) {
         c.protection_failures,
         c.loops_detected
     );
+    Ok(())
 }
 
 /// The roaming act: a second uplink, a guarded UDP flow (one datagram every 5 ms), and the
@@ -824,12 +839,14 @@ async fn wait_until(bound: Duration, condition: impl Fn() -> bool) {
     }
 }
 
-fn print_roaming(r: &RoamReport) {
+fn print_roaming(r: &RoamReport) -> anyhow::Result<()> {
     let ms = |v: Option<f64>| v.map_or("never".to_owned(), |v| format!("{v:.1} ms"));
-    println!(
+    outln!(
         "\nroaming: guarded UDP to {} every 5 ms; the default route of {} (preferred) is \
          deleted mid-stream, {} remains",
-        r.destination, r.removed, r.took_over
+        r.destination,
+        r.removed,
+        r.took_over
     );
     let over = format!("traffic flowed again over {}", r.took_over);
     let rebind = r
@@ -837,16 +854,19 @@ fn print_roaming(r: &RoamReport) {
         .as_ref()
         .map(|t| format!(" ({t})"))
         .unwrap_or_default();
-    println!("  {over:<34}{}", ms(r.recovery_ms));
-    println!(
+    outln!("  {over:<34}{}", ms(r.recovery_ms));
+    outln!(
         "  {:<34}{}{rebind}",
         "monitor reported the rebind",
         ms(r.rebind_ms)
     );
-    println!("  {:<34}{}", "TUN packets during the act", r.tun_packets);
-    println!(
+    outln!("  {:<34}{}", "TUN packets during the act", r.tun_packets);
+    outln!(
         "  {:<34}{} / {}",
-        "datagrams sent / echoed", r.sent, r.echoed
+        "datagrams sent / echoed",
+        r.sent,
+        r.echoed
     );
-    println!("  verdict: {}", r.verdict);
+    outln!("  verdict: {}", r.verdict);
+    Ok(())
 }

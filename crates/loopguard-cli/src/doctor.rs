@@ -42,7 +42,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<bool> {
             "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
             "paths": report.paths.iter().map(path_json).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string(&value)?);
+        outln!("{}", serde_json::to_string(&value)?);
     } else {
         let mut t = format!("loopguard doctor ({config})\npaths:");
         for p in &report.paths {
@@ -66,7 +66,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<bool> {
                 f.message
             );
         }
-        println!("{t}");
+        outln!("{t}");
     }
     Ok(!report.has_errors())
 }

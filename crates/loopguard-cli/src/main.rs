@@ -7,6 +7,9 @@
 // Elsewhere the Linux-only commands only say so; their reports and helpers go unused.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
+#[macro_use]
+mod out;
+
 mod args;
 mod bench;
 #[cfg(target_os = "linux")]
@@ -50,7 +53,7 @@ enum Command {
     /// packets go; exit 1 when a finding is an error (Linux)
     Doctor(doctor::DoctorArgs),
     /// Print one line per debounced network change (links, addresses, routes, rules) until
-    /// SIGINT or SIGTERM (Linux)
+    /// SIGINT, SIGTERM or SIGHUP (Linux)
     Watch(watch::WatchArgs),
     /// Measure loopguard's cost against plain sockets and DashMap, interleaved in one run
     Bench(bench::BenchArgs),
@@ -95,6 +98,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // The reader of standard output went away (`| head -1`): nothing left to say.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {

@@ -185,9 +185,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", report.text());
+        outln!("{}", report.text());
     }
     if let Some(error) = &report.error {
         eprintln!("error: {error}");

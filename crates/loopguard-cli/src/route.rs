@@ -127,9 +127,9 @@ async fn get(args: GetArgs) -> anyhow::Result<bool> {
         enters_tunnel,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&answer)?);
+        outln!("{}", serde_json::to_string(&answer)?);
     } else {
-        println!("{}", answer.text(config.mark()));
+        outln!("{}", answer.text(config.mark()));
     }
     Ok(true)
 }
@@ -153,7 +153,7 @@ fn pin_get(tunnel: &str, destination: IpAddr, json: bool) -> anyhow::Result<bool
     )];
     let value = crate::explain::windows::outcome_value(destination, outcome, &notes);
     if json {
-        println!("{}", serde_json::to_string(&value)?);
+        outln!("{}", serde_json::to_string(&value)?);
     } else {
         print!("{}", crate::explain::output::text(&value));
     }

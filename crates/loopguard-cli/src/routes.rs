@@ -47,7 +47,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub json: bool,
     /// Keep the routes and rules asserted (restore them when another program deletes them)
-    /// until SIGINT or SIGTERM, then remove them
+    /// until SIGINT, SIGTERM or SIGHUP, then remove them
     #[arg(long)]
     pub watch: bool,
     /// With --watch: after removing, put back the sysctls apply changed (unless another
@@ -111,8 +111,8 @@ pub(crate) use linux::{end_text, finding_json, path_json};
 #[cfg(target_os = "linux")]
 mod linux {
     use loopguard::os::linux::{
-        restore_sysctls, Finding, KeepOptions, PathCheck, PathEnd, RouteKeeper, RoutesError,
-        RoutesState, SysctlChange, TunnelRoutes,
+        restore_sysctls, Finding, KeepOptions, KeeperEvent, PathCheck, PathEnd, RouteKeeper,
+        RoutesError, RoutesState, SysctlChange, TunnelRoutes,
     };
     use loopguard::GuardConfig;
     use serde::Serialize;
@@ -149,9 +149,9 @@ mod linux {
         text: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
         if json {
-            println!("{}", serde_json::to_string(value)?);
+            outln!("{}", serde_json::to_string(value)?);
         } else {
-            println!("{}", text());
+            outln!("{}", text());
         }
         Ok(())
     }
@@ -162,7 +162,7 @@ mod linux {
         let (report, keeper) = if args.watch {
             // Registered before anything is installed: a signal from now on means "remove".
             let signal = crate::watch::stop_signal()
-                .map_err(|e| anyhow::anyhow!("registering for SIGINT and SIGTERM: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("registering for SIGINT, SIGTERM and SIGHUP: {e}"))?;
             let (report, keeper) = routes
                 .keep(&args.dev, &args.routes, KeepOptions::default())
                 .await
@@ -196,10 +196,10 @@ mod linux {
             "paths": paths,
             "findings": findings,
         });
-        print(args.json, &value, || {
+        let printed = print(args.json, &value, || {
             let mut t = format!(
                 "applied {} on {} ({config})\n  rules added {}, stale removed {}; routes added {}, stale removed {}\n  nftables table inet {} saves and restores the mark (strict rp_filter)",
-                prefixes.join(", "),
+                summary(&prefixes),
                 args.dev,
                 report.rules_added,
                 report.rules_removed,
@@ -222,49 +222,90 @@ mod linux {
                 t += &format!("\n  {}: {} ({})", f.severity, f.message, f.code);
             }
             t
-        })?;
+        });
         match keeper {
             Some((keeper, signal)) => {
+                if let Err(e) = printed {
+                    // Nobody reads the report (a closed pipe): remove what was installed, as
+                    // on a signal, before saying why.
+                    keeper.stop().await.map_err(classify)?;
+                    return Err(e);
+                }
                 let restore = args.restore_sysctls.then_some(&report.sysctls[..]);
                 keep_until_signal(args.json, &config, keeper, signal, restore).await
             }
-            None => Ok(true),
+            None => printed.map(|()| true),
         }
     }
 
-    /// `routes apply --watch`: restores what others delete until a signal, then removes
-    /// everything loopguard installed.
+    /// The prefixes for a line of text: all of them when few, else the first few and how
+    /// many (10,000 prefixes on one line help nobody; `--json` lists them all).
+    pub(super) fn summary(prefixes: &[String]) -> String {
+        const SHOWN: usize = 4;
+        if prefixes.len() <= SHOWN * 2 {
+            return prefixes.join(", ");
+        }
+        format!(
+            "{} prefixes ({}, ... {})",
+            prefixes.len(),
+            prefixes[..SHOWN].join(", "),
+            prefixes[prefixes.len() - 1]
+        )
+    }
+
+    /// `routes apply --watch`: restores what others delete, printing every restore and
+    /// every failed repair, until SIGINT, SIGTERM or SIGHUP (or until standard output is
+    /// closed), then removes everything loopguard installed.
     async fn keep_until_signal(
         json: bool,
         config: &GuardConfig,
-        keeper: RouteKeeper,
+        mut keeper: RouteKeeper,
         signal: impl std::future::Future<Output = ()>,
         restore: Option<&[SysctlChange]>,
     ) -> anyhow::Result<bool> {
-        eprintln!("keeping the routes asserted until SIGINT or SIGTERM");
-        signal.await;
-        let restores = keeper.restores();
+        eprintln!("keeping the routes asserted until SIGINT, SIGTERM or SIGHUP");
+        tokio::pin!(signal);
+        // Stops on a signal, or when printing fails (a closed pipe): the removal below runs
+        // either way, then the printing error (if any) ends the command.
+        let closed = loop {
+            let event = tokio::select! {
+                _ = &mut signal => break None,
+                e = keeper.next_event() => e,
+            };
+            let Some(event) = event else {
+                // The watcher ended on its own; it has logged why.
+                signal.as_mut().await;
+                break None;
+            };
+            if let Err(e) = print_event(json, &event) {
+                break Some(e);
+            }
+        };
         let report = keeper.stop().await.map_err(classify)?;
         let restored = match restore {
             Some(changes) => restore_sysctls(changes).map_err(classify)?,
             None => Vec::new(),
         };
+        if let Some(e) = closed {
+            return Err(e);
+        }
         let restored_json: Vec<_> = restored
             .iter()
             .map(|s| json!({ "key": s.key, "previous": s.previous, "value": s.value }))
             .collect();
+        let removed = &report.removed;
         let value = json!({
             "stopped": true,
-            "restores": restores,
-            "rules_removed": report.rules_removed,
-            "routes_removed": report.routes_removed,
-            "conntrack_table_removed": report.conntrack_table_removed,
+            "restores": report.restores,
+            "rules_removed": removed.rules_removed,
+            "routes_removed": removed.routes_removed,
+            "conntrack_table_removed": removed.conntrack_table_removed,
             "sysctls_restored": restored_json,
         });
         print(json, &value, || {
             let mut t = format!(
-                "stopped after {restores} restore(s); removed {} rule(s), {} route(s) ({config})",
-                report.rules_removed, report.routes_removed
+                "stopped after {} restore(s); removed {} rule(s), {} route(s) ({config})",
+                report.restores, removed.rules_removed, removed.routes_removed
             );
             for s in &restored {
                 t += &format!(
@@ -275,6 +316,37 @@ mod linux {
             t
         })?;
         Ok(true)
+    }
+
+    /// One line per keeper event: JSON with an `event` field, or text.
+    fn print_event(json: bool, event: &KeeperEvent) -> anyhow::Result<()> {
+        if !json {
+            outln!("keeper: {event}");
+            return Ok(());
+        }
+        let value = match event {
+            KeeperEvent::Restored { piece, count } => {
+                json!({ "event": "restored", "piece": piece.to_string(), "count": count })
+            }
+            KeeperEvent::RepairFailed { piece, error } => json!({
+                "event": "repair_failed", "piece": piece.to_string(), "error": error.to_string()
+            }),
+            KeeperEvent::DeviceRenamed { index, from, to } => json!({
+                "event": "device_renamed", "index": index, "from": from, "to": to
+            }),
+            KeeperEvent::DeviceReplaced {
+                name,
+                old_index,
+                new_index,
+            } => json!({
+                "event": "device_replaced", "name": name,
+                "old_index": old_index, "new_index": new_index
+            }),
+            KeeperEvent::Recovered => json!({ "event": "recovered" }),
+            other => json!({ "event": "other", "text": other.to_string() }),
+        };
+        outln!("{value}");
+        Ok(())
     }
 
     /// One path end as `dev X table T` or the reason there is none.
@@ -467,6 +539,22 @@ mod linux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_long_prefix_list_is_summarised_in_text() {
+        let few: Vec<String> = ["0.0.0.0/0", "::/0"].map(String::from).to_vec();
+        assert_eq!(linux::summary(&few), "0.0.0.0/0, ::/0");
+        let many: Vec<String> = (0..10_000)
+            .map(|i| format!("2001:db8:{i:x}::/48"))
+            .collect();
+        let text = linux::summary(&many);
+        assert_eq!(
+            text,
+            "10000 prefixes (2001:db8:0::/48, 2001:db8:1::/48, 2001:db8:2::/48, \
+             2001:db8:3::/48, ... 2001:db8:270f::/48)"
+        );
+    }
 
     #[test]
     fn prefixes_parse_and_bad_ones_are_named() {

@@ -33,18 +33,21 @@ pub struct WatchArgs {
     pub mark: MarkArg,
 }
 
-/// Registers for SIGINT and SIGTERM now (so a signal arriving right after cannot kill the
-/// process before its clean-up) and returns a future that completes on the first of them.
-/// Must be called inside a tokio runtime.
+/// Registers for SIGINT, SIGTERM and SIGHUP now (so a signal arriving right after cannot kill
+/// the process before its clean-up) and returns a future that completes on the first of
+/// them. SIGHUP (the terminal closed, or a service manager's "reload") is a stop like the
+/// others: a watcher never dies without its clean-up. Must be called inside a tokio runtime.
 #[cfg(unix)]
 pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {}
         }
     })
 }
@@ -65,7 +68,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<bool> {
     for name in &args.ignore {
         monitor_config = monitor_config.ignore_interface(name.clone());
     }
-    let stop = stop_signal().context("registering for SIGINT and SIGTERM")?;
+    let stop = stop_signal().context("registering for SIGINT, SIGTERM and SIGHUP")?;
     let monitor = Monitor::new(monitor_config).context("subscribing to rtnetlink notifications")?;
     let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
     for ip in &args.track {
@@ -101,9 +104,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<bool> {
                     "priority": c.priority,
                     "count": c.count,
                 });
-                println!("{line}");
+                outln!("{line}");
             } else {
-                println!("[{:>8.3}s] {c}", elapsed_ms as f64 / 1e3);
+                outln!("[{:>8.3}s] {c}", elapsed_ms as f64 / 1e3);
             }
         }
         for r in &event.rebind {
@@ -117,9 +120,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<bool> {
                     "before": r.before.as_ref().map(ToString::to_string),
                     "after": r.after.as_ref().map(ToString::to_string),
                 });
-                println!("{line}");
+                outln!("{line}");
             } else {
-                println!(
+                outln!(
                     "[{:>8.3}s] rebind likely required: {r}",
                     elapsed_ms as f64 / 1e3
                 );

@@ -206,3 +206,175 @@ fn routes_apply_watch_restores_deleted_rules_and_removes_everything_on_sigterm()
         "the foreign rule was touched:\n{rules}"
     );
 }
+
+/// Starts `loopguard ARGS` in `ns` as `loopguard ARGS | head -1` would: the first line of its
+/// standard output is read, then the pipe is closed. Returns the child, the first line and
+/// the stderr lines.
+fn spawn_head1(
+    ns: &Netns,
+    args: &[&str],
+) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), BIN])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs loopguard");
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        // The reader (and with it the pipe's read end) is dropped here, like `head -1`.
+        let _ = first_tx.send(line);
+    });
+    let (err_tx, err) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, first, err)
+}
+
+/// Waits (bounded) for the child to exit.
+fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still running after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every stderr line received so far.
+fn drain(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    rx.try_iter().collect()
+}
+
+#[test]
+fn routes_apply_watch_prints_each_restore_and_removes_everything_on_sighup() {
+    if skip_unprivileged("routes_apply_watch_removes_everything_on_sighup") {
+        return;
+    }
+    let ns = namespace("whup");
+    let (mut child, out, err) = spawn(
+        &ns,
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun0",
+            "--route",
+            "0.0.0.0/0",
+            "--watch",
+            "--json",
+        ],
+    );
+    wait_for_line(&err, "keeping the routes asserted");
+    wait_for_line(&out, "rules_added");
+    ns.ip(&["rule", "del", "priority", "32000"]).unwrap();
+    let event: Value = serde_json::from_str(&wait_for_line(&out, "\"event\"")).unwrap();
+    println!("{event}");
+    assert_eq!(event["event"], "restored", "{event}");
+    assert_eq!(event["piece"], "rules", "{event}");
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    let status = wait_exit(&mut child, "after SIGHUP");
+    let stopped: Value = serde_json::from_str(&wait_for_line(&out, "stopped")).unwrap();
+    println!("{stopped}");
+    assert!(
+        status.success(),
+        "SIGHUP is a stop like SIGTERM: {status:?}"
+    );
+    assert_eq!(stopped["restores"], 1, "{stopped}");
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("19527"),
+        "left behind after SIGHUP:\n{rules}"
+    );
+}
+
+#[test]
+fn watch_json_stops_quietly_when_its_reader_goes_away() {
+    if skip_unprivileged("watch_json_stops_quietly_when_its_reader_goes_away") {
+        return;
+    }
+    let ns = namespace("wpipe");
+    let (mut child, first, err) = spawn_head1(&ns, &["watch", "--json"]);
+    wait_for_line(&err, "watching network changes");
+    // Changes until the watcher has printed a line and found the pipe closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running with its reader gone"
+        );
+        n += 1;
+        let addr = format!("192.0.2.{}/32", 100 + n % 100);
+        let _ = ns.ip(&["addr", "add", &addr, "dev", "lg-up0"]);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let line = first.recv_timeout(Duration::from_secs(10)).unwrap();
+    let stderr = drain(&err);
+    println!("first line: {line}; stderr: {stderr:?}");
+    assert!(serde_json::from_str::<Value>(&line).is_ok(), "{line}");
+    assert!(
+        status.success(),
+        "a closed pipe is a normal end: {status:?}"
+    );
+    assert!(!stderr.iter().any(|l| l.contains("panicked")), "{stderr:?}");
+}
+
+#[test]
+fn routes_apply_watch_removes_its_state_when_its_reader_goes_away() {
+    if skip_unprivileged("routes_apply_watch_removes_its_state_when_its_reader_goes_away") {
+        return;
+    }
+    let ns = namespace("wpipr");
+    let (mut child, first, err) = spawn_head1(
+        &ns,
+        &[
+            "routes",
+            "apply",
+            "--dev",
+            "lg-tun0",
+            "--route",
+            "0.0.0.0/0",
+            "--watch",
+            "--json",
+        ],
+    );
+    wait_for_line(&err, "keeping the routes asserted");
+    let line = first.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(line.contains("rules_added"), "{line}");
+    // A restore makes the keeper print: the closed pipe stops it, as SIGTERM would.
+    ns.ip(&["rule", "del", "priority", "32000"]).unwrap();
+    let status = wait_exit(&mut child, "with its reader gone");
+    let stderr = drain(&err);
+    println!("stderr: {stderr:?}");
+    assert!(
+        status.success(),
+        "a closed pipe is a normal end: {status:?}"
+    );
+    assert!(!stderr.iter().any(|l| l.contains("panicked")), "{stderr:?}");
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("19527"),
+        "left behind after the pipe closed:\n{rules}"
+    );
+}

@@ -490,9 +490,8 @@ fn a_deleted_loopguard_rule_is_restored_and_a_foreign_rule_never_touched() {
                     .expect("keep");
                 ready_tx.send(()).unwrap();
                 let _ = stop_rx.await;
-                let restores = keeper.restores();
-                let removed = keeper.stop().await.expect("stop");
-                done_tx.send((restores, removed)).unwrap();
+                let report = keeper.stop().await.expect("stop");
+                done_tx.send((report.restores, report.removed)).unwrap();
             })
         })
         .unwrap();

@@ -189,8 +189,17 @@ fn apply_installs_rules_routes_sysctls_and_conntrack_table() {
     assert_eq!(state.conntrack_table.as_deref(), Some("loopguard_1000"));
     if let Ok(ruleset) = ns.exec("nft", &["list", "ruleset"]) {
         assert!(ruleset.contains("table inet loopguard_1000"), "{ruleset}");
-        assert!(ruleset.contains("ct mark set meta mark"), "{ruleset}");
-        assert!(ruleset.contains("meta mark set ct mark"), "{ruleset}");
+        // Only the mask's bits are written; nft prints `(x & 0xffff0000) ^ 0x4c47` in this
+        // equivalent form.
+        let (keep, set) = ("& 0xffff4c47 | 0x00004c47", "0x0000ffff == 0x00004c47");
+        assert!(
+            ruleset.contains(&format!("meta mark & {set} ct mark set ct mark {keep}")),
+            "{ruleset}"
+        );
+        assert!(
+            ruleset.contains(&format!("ct mark & {set} meta mark set meta mark {keep}")),
+            "{ruleset}"
+        );
     }
 }
 
@@ -322,11 +331,11 @@ fn apply_cleans_what_a_killed_run_left() {
         config.table().to_string(),
     );
     let proto = LOOPGUARD_PROTOCOL.to_string();
-    let mark = format!("{:#x}", config.mark());
-    // An old run's fwmark rule pointing at another table, an IPv6 rule although only IPv4 is
-    // wanted now, and a route no longer wanted.
+    // An old run's fwmark rule with another mark, an IPv6 rule although only IPv4 is wanted
+    // now, and a route no longer wanted. (A rule of ours at our priority for another table
+    // is another configuration, which `apply` refuses: tested in linux_keeper.rs.)
     ns.ip(&[
-        "rule", "add", "not", "fwmark", &mark, "lookup", "777", "priority", &p1, "protocol", &proto,
+        "rule", "add", "not", "fwmark", "0x99", "lookup", &t, "priority", &p1, "protocol", &proto,
     ])
     .unwrap();
     ns.ip(&[
@@ -364,7 +373,7 @@ fn apply_cleans_what_a_killed_run_left() {
     // The default route and the last-resort `unreachable default`.
     assert_eq!((report.rules_added, report.routes_added), (2, 2));
     let state = snapshot(&ns, config.table());
-    assert!(!state.contains("lookup 777"), "{state}");
+    assert!(!state.contains("fwmark 0x99"), "{state}");
     assert!(!state.contains("203.0.113.0/24"), "{state}");
     let v6 = ns.ip(&["-6", "rule", "show"]).unwrap();
     assert_eq!(count_tagged(&v6), 0, "{v6}");
@@ -1042,4 +1051,118 @@ fn sysctls_are_put_back_only_when_asked_and_only_if_unchanged_since() {
     assert_eq!(keys, ["net.ipv4.fwmark_reflect"]);
     assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
     assert_eq!(read_sysctl(&ns, "net.ipv4.conf.all.src_valid_mark"), "0");
+}
+
+/// `nft` reads one rule's `counter packets N`.
+fn counter(listing: &str, needle: &str) -> u64 {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no rule {needle:?} in:\n{listing}"));
+    let after = line.split("counter packets ").nth(1).expect("a counter");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_conntrack_mark_keeps_other_programs_bits() {
+    if loopguard_lab::skip_unprivileged("the_conntrack_mark_keeps_other_programs_bits") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap()
+        .expect("apply");
+    // Another program sets bit 16 of the conntrack mark before loopguard's output chain
+    // (-150) runs and after conntrack (-200), and counts after it what is left.
+    let other = "table inet lg_other {
+        chain before {
+            type filter hook output priority -180;
+            ct mark set ct mark | 0x10000
+        }
+        chain after {
+            type filter hook output priority -100;
+            ct mark & 0x10000 == 0x10000 counter comment \"theirs\"
+            ct mark & 0x30ff == 0x3047 counter comment \"ours\"
+        }
+    }";
+    let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));
+    std::fs::write(&file, other).unwrap();
+    ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let mark = config.mark();
+    ns.run(move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let value = mark as libc::c_int;
+        // SAFETY: the pointer and length describe `value`, alive for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        socket.send_to(b"marked", "192.0.2.1:9").unwrap();
+    })
+    .unwrap();
+    let listing = ns
+        .exec("nft", &["list", "chain", "inet", "lg_other", "after"])
+        .unwrap();
+    println!("{listing}");
+    assert_eq!(
+        counter(&listing, "\"ours\""),
+        1,
+        "loopguard's mark was not saved"
+    );
+    assert_eq!(
+        counter(&listing, "\"theirs\""),
+        1,
+        "loopguard's save overwrote another program's conntrack mark bit"
+    );
+    let ours = ns
+        .exec("nft", &["list", "table", "inet", "loopguard_19527"])
+        .unwrap();
+    println!("{ours}");
+}
+
+#[test]
+fn ipv6_disabled_on_the_tun_or_everywhere_is_named_and_changes_nothing() {
+    if loopguard_lab::skip_unprivileged("ipv6_disabled_on_the_tun_or_everywhere_is_named") {
+        return;
+    }
+    for key in [
+        "net.ipv6.conf.lg-tun0.disable_ipv6",
+        "net.ipv6.conf.all.disable_ipv6",
+    ] {
+        let ns = client();
+        let config = GuardConfig::default();
+        ns.sysctl("net.ipv4.fwmark_reflect", "0").unwrap();
+        ns.sysctl(key, "1").unwrap();
+        let before = snapshot(&ns, config.table());
+        let tables_before = ns.exec("nft", &["list", "tables"]).unwrap();
+        let outcome = ns
+            .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0", "::/0"]))))
+            .unwrap();
+        let e = outcome.expect_err("apply with IPv6 disabled");
+        println!("{key}=1: {e}");
+        assert!(
+            matches!(&e, RoutesError::Ipv6DisabledOnDevice(d) if d == TUN),
+            "{key}: {e:?}"
+        );
+        assert!(!e.to_string().contains("permission"), "{e}");
+        assert_eq!(
+            snapshot(&ns, config.table()),
+            before,
+            "{key}: something changed"
+        );
+        assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0", "{key}");
+        assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap(), tables_before);
+        // IPv4 alone still works.
+        ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+            .unwrap()
+            .expect("IPv4 only");
+    }
 }

@@ -147,7 +147,7 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<bool> {
     report["machine"]["loadavg_end"] = json!(loadavg());
     report["notes"] = json!(notes);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", table(&report));
     }
@@ -229,7 +229,7 @@ fn memory_child(kind: &str) -> anyhow::Result<bool> {
         (Some(b), Some(a)) => json!(a.saturating_sub(b) as f64 / MEMORY_DESTINATIONS as f64),
         _ => Value::Null,
     };
-    println!(
+    outln!(
         "{}",
         json!({"bytes_per_destination": per, "peak_rss_bytes": peak})
     );

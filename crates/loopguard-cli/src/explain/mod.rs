@@ -145,10 +145,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<bool> {
         windows::explain(&args)?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
-            println!("{}", output::text(r));
+            outln!("{}", output::text(r));
         }
     }
     Ok(true)

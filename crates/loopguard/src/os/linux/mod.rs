@@ -23,7 +23,7 @@ pub use route_get::{route_get, KernelRoute};
 pub use route_resolver::RouteResolver;
 pub use routes::{
     interface_index, interface_name, restore_sysctls, ApplyReport, DoctorReport, Family, Finding,
-    InstalledRoute, InstalledRule, KeepOptions, OtherRule, Owner, PathCheck, PathEnd, RemoveReport,
-    RouteKeeper, RoutesError, RoutesGuard, RoutesState, Severity, SysctlChange, TunnelRoutes,
-    LOOPGUARD_PROTOCOL,
+    InstalledRoute, InstalledRule, KeepOptions, KeeperEvent, OtherRule, Owner, PathCheck, PathEnd,
+    Piece, RemoveReport, RouteKeeper, RoutesError, RoutesGuard, RoutesState, Severity, StopReport,
+    SysctlChange, TunnelRoutes, LOOPGUARD_PROTOCOL,
 };

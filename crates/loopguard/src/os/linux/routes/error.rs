@@ -50,6 +50,45 @@ pub enum RoutesError {
     /// IPv6 is disabled in this network namespace, but IPv6 prefixes were given.
     #[error("IPv6 is disabled here (no /proc/sys/net/ipv6), cannot route {0}")]
     Ipv6Unavailable(IpNet),
+    /// Another loopguard configuration (another table) holds one of this configuration's
+    /// priorities: the two would delete each other's rules. Nothing was changed.
+    #[error(
+        "nothing changed: priority {priority} is held by another loopguard configuration \
+         (table {table}: {rule}); choose another priority, or remove that configuration first \
+         (loopguard routes remove --table {table} with its priority)"
+    )]
+    PriorityTaken {
+        /// The priority.
+        priority: u32,
+        /// The other configuration's table.
+        table: u32,
+        /// Its rule, as `ip rule` prints it.
+        rule: String,
+    },
+    /// Another keeper already keeps this configuration (its table) in this network
+    /// namespace: two would fight over every restore, and stopping one would remove what the
+    /// other keeps.
+    #[error(
+        "another loopguard keeper{} already keeps table {table} in this network namespace \
+         (lock {}): stop it first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        lock.display()
+    )]
+    AlreadyKept {
+        /// The table.
+        table: u32,
+        /// The holder's process id, when it could be read.
+        pid: Option<u32>,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// IPv6 is disabled on the tunnel's device (`net.ipv6.conf.DEV.disable_ipv6=1`): the
+    /// kernel has dropped its IPv6 routes and refuses new ones.
+    #[error(
+        "IPv6 is disabled on network device {0:?} (net.ipv6.conf.{0}.disable_ipv6=1, or \
+         net.ipv6.conf.all.disable_ipv6=1 for every device): the kernel refuses its IPv6 routes"
+    )]
+    Ipv6DisabledOnDevice(String),
     /// The operation needs `CAP_NET_ADMIN`, which this process lacks.
     #[error("{operation}: permission denied: this needs CAP_NET_ADMIN (run as root)")]
     PermissionDenied {
@@ -111,7 +150,9 @@ impl RoutesError {
     pub(crate) fn os(operation: impl Into<String>, source: io::Error) -> Self {
         let operation = operation.into();
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => RoutesError::PermissionDenied { operation },
+            // Only EPERM means a missing capability: netlink answers EACCES for other
+            // refusals (an IPv6 route on a device with IPv6 disabled).
+            Some(libc::EPERM) => RoutesError::PermissionDenied { operation },
             _ => RoutesError::Netlink { operation, source },
         }
     }

@@ -6,8 +6,10 @@ mod doctor;
 mod error;
 mod guard;
 mod keeper;
+mod lock;
 mod nft;
 mod plan;
+mod repair;
 mod rtnl;
 mod sysctl;
 
@@ -20,7 +22,8 @@ pub use check::{Finding, PathCheck, PathEnd, Severity};
 pub use doctor::{DoctorReport, Owner};
 pub use error::RoutesError;
 pub use guard::RoutesGuard;
-pub use keeper::{KeepOptions, RouteKeeper};
+pub use keeper::{KeepOptions, KeeperEvent, RouteKeeper, StopReport};
+pub use repair::Piece;
 pub use rtnl::{interface_index, interface_name};
 pub use sysctl::{restore_sysctls, SysctlChange};
 
@@ -254,9 +257,22 @@ impl TunnelRoutes {
             // nftables table would already be in place: refuse before changing anything.
             return Err(RoutesError::DeviceDown(dev.to_owned()));
         }
+        if prefixes.iter().any(|p| p.addr().is_ipv6()) && repair::ipv6_disabled_on(dev) {
+            // The kernel would refuse the IPv6 routes (EACCES) after the IPv4 ones, the
+            // sysctls and the nftables table were in place: refuse before changing anything.
+            return Err(RoutesError::Ipv6DisabledOnDevice(dev.to_owned()));
+        }
         let table = self.config.table();
 
         // Plan everything first, so a conflict is reported before anything changes.
+        let all = self.all_rules(&mut nl).await?;
+        if let Some(other) = plan::priority_holder(&all, &self.config, self.protocol) {
+            return Err(RoutesError::PriorityTaken {
+                priority: other.priority,
+                table: other.table,
+                rule: other.selector(),
+            });
+        }
         let rules = self.our_rules(&mut nl).await?;
         let observed: Vec<ObservedRule> = rules.iter().map(|(o, _)| o.clone()).collect();
         let wanted = WantedRule::for_families(&self.config, &families);
@@ -265,7 +281,6 @@ impl TunnelRoutes {
         let observed: Vec<ObservedRoute> = routes.iter().map(|(o, _)| o.clone()).collect();
         let route_plan = plan::plan_routes(&observed, &prefixes, oif, table, self.protocol)?;
         // Refuse priorities that cannot capture, in the order the kernel would have.
-        let all = self.all_rules(&mut nl).await?;
         let stale: Vec<&ObservedRule> = rule_plan.delete.iter().map(|&i| &rules[i].0).collect();
         let kept: Vec<ObservedRule> = all.iter().filter(|r| !stale.contains(r)).cloned().collect();
         let future = plan::order_after_adding(&kept, &rule_plan.add, self.protocol);
@@ -294,25 +309,21 @@ impl TunnelRoutes {
         )
         .await?;
 
-        // Routes before rules: when the rules appear, the table is already complete.
-        for i in route_plan.delete {
-            let (o, m) = &routes[i];
-            let op = format!("deleting stale route {} table {table}", o.prefix);
-            nl.del_route(m.clone(), &op).await?;
-            report.routes_removed += 1;
-        }
-        for prefix in &route_plan.add {
-            let op = format!("adding route {prefix} dev {dev} table {table}");
-            nl.add_route(plan::route_message(prefix, oif, table, self.protocol), &op)
-                .await?;
-            report.routes_added += 1;
-        }
-        for prefix in &route_plan.add_terminal {
-            let op = format!("adding last-resort route unreachable {prefix} table {table}");
-            nl.add_route(plan::terminal_message(prefix, table, self.protocol), &op)
-                .await?;
-            report.routes_added += 1;
-        }
+        // Routes before rules: when the rules appear, the table is already complete. New
+        // routes before stale ones go: moving the tunnel to another device never leaves a
+        // prefix without a route (it would fall through to `main` meanwhile).
+        let (added, removed) = install_routes(
+            &mut nl,
+            &routes,
+            &route_plan,
+            dev,
+            oif,
+            table,
+            self.protocol,
+        )
+        .await?;
+        report.routes_added += added;
+        report.routes_removed += removed;
         for i in rule_plan.delete {
             let (o, m) = &rules[i];
             let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
@@ -553,21 +564,28 @@ impl TunnelRoutes {
         Ok(state)
     }
 
-    /// Our rules (tag, and our priorities or table), both families, sorted by priority.
+    /// This configuration's rules ([`plan::our_rules_among`]), both families, sorted by
+    /// priority.
     async fn our_rules(
         &self,
         nl: &mut Rtnl,
     ) -> Result<Vec<(ObservedRule, netlink_packet_route::rule::RuleMessage)>, RoutesError> {
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         for af in [AddressFamily::Inet, AddressFamily::Inet6] {
             for m in nl.dump_rules(af).await? {
                 if let Some(o) = ObservedRule::from_message(&m) {
-                    if plan::is_our_rule(&o, &self.config, self.protocol) {
-                        out.push((o, m));
-                    }
+                    all.push((o, m));
                 }
             }
         }
+        let observed: Vec<ObservedRule> = all.iter().map(|(o, _)| o.clone()).collect();
+        let ours = plan::our_rules_among(&observed, &self.config, self.protocol);
+        let mut out: Vec<_> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| ours.contains(i))
+            .map(|(_, r)| r)
+            .collect();
         out.sort_by_key(|(o, _)| (o.priority, o.family));
         Ok(out)
     }
@@ -589,6 +607,46 @@ impl TunnelRoutes {
         }
         Ok(out)
     }
+}
+
+/// Carries out `plan` on `table`: last-resort routes first, then the device's routes (beside
+/// a stale route of the same prefix when one is being replaced), and only then deletes the
+/// stale routes. Returns how many routes were added and deleted.
+async fn install_routes(
+    nl: &mut Rtnl,
+    observed: &[(ObservedRoute, netlink_packet_route::route::RouteMessage)],
+    plan: &plan::RoutePlan,
+    dev: &str,
+    oif: u32,
+    table: u32,
+    protocol: u8,
+) -> Result<(usize, usize), RoutesError> {
+    let (mut added, mut removed) = (0, 0);
+    for prefix in &plan.add_terminal {
+        let op = format!("adding last-resort route unreachable {prefix} table {table}");
+        nl.add_route(plan::terminal_message(prefix, table, protocol), &op)
+            .await?;
+        added += 1;
+    }
+    let replaced: std::collections::HashSet<IpNet> =
+        plan.delete.iter().map(|&i| observed[i].0.prefix).collect();
+    for prefix in &plan.add {
+        let op = format!("adding route {prefix} dev {dev} table {table}");
+        let message = plan::route_message(prefix, oif, table, protocol);
+        if replaced.contains(prefix) {
+            nl.add_route_beside(message, &op).await?;
+        } else {
+            nl.add_route(message, &op).await?;
+        }
+        added += 1;
+    }
+    for &i in &plan.delete {
+        let (o, m) = &observed[i];
+        let op = format!("deleting stale route {} table {table}", o.prefix);
+        nl.del_route(m.clone(), &op).await?;
+        removed += 1;
+    }
+    Ok((added, removed))
 }
 
 /// Where the kernel sends a packet to `dst` with `mark`; "no route" is an answer, other

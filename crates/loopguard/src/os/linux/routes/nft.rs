@@ -6,11 +6,15 @@
 //!
 //! The table `inet loopguard_<table>` holds two chains:
 //! - `prerouting` (filter hook, priority mangle -150, after conntrack at -200):
-//!   `ct mark & MASK == MARK  meta mark set ct mark`: replies of guarded flows get the mark
-//!   back before the reverse-path check and the routing decision.
+//!   `ct mark & MASK == MARK  meta mark set meta mark & ~MASK | MARK`: replies of guarded
+//!   flows get the mark back before the reverse-path check and the routing decision.
 //! - `output` (filter hook, priority mangle -150):
-//!   `meta mark & MASK == MARK  ct mark set meta mark`: guarded sockets' flows remember
-//!   their mark in conntrack.
+//!   `meta mark & MASK == MARK  ct mark set ct mark & ~MASK | MARK`: guarded sockets' flows
+//!   remember their mark in conntrack.
+//!
+//! Only the mask's bits are written, in both directions: the other bits of a packet's mark
+//! and of its conntrack mark belong to other programs (kube-proxy, Tailscale, firewalls) and
+//! are kept.
 
 use std::io;
 use std::time::Duration;
@@ -196,13 +200,15 @@ pub(crate) async fn install(table: &str, mark: u32, mask: u32) -> Result<(), Rou
     rule(&mut b, "prerouting", "restore mark from conntrack", &|m| {
         ct_load(m, NFT_CT_MARK);
         and_eq(m, mask, mark);
-        ct_load(m, NFT_CT_MARK);
+        meta_load(m, NFT_META_MARK);
+        set_masked_bits(m, mask, mark);
         meta_set(m, NFT_META_MARK);
     });
     rule(&mut b, "output", "save mark in conntrack", &|m| {
         meta_load(m, NFT_META_MARK);
         and_eq(m, mask, mark);
-        meta_load(m, NFT_META_MARK);
+        ct_load(m, NFT_CT_MARK);
+        set_masked_bits(m, mask, mark);
         ct_set(m, NFT_CT_MARK);
     });
     b.run().await
@@ -279,22 +285,33 @@ fn ct_set(m: &mut Writer, key: u32) {
 /// `reg1 & mask == value`, else the rule stops here.
 fn and_eq(m: &mut Writer, mask: u32, value: u32) {
     // Marks live in registers in host byte order, so data values are native-endian.
-    expr(m, "bitwise", |m| {
-        m.be32(NFTA_BITWISE_SREG, NFT_REG_1);
-        m.be32(NFTA_BITWISE_DREG, NFT_REG_1);
-        m.be32(NFTA_BITWISE_LEN, 4);
-        m.nest(NFTA_BITWISE_MASK, |m| {
-            m.attr(NFTA_DATA_VALUE, &mask.to_ne_bytes())
-        });
-        m.nest(NFTA_BITWISE_XOR, |m| {
-            m.attr(NFTA_DATA_VALUE, &0u32.to_ne_bytes())
-        });
-    });
+    bitwise(m, mask, 0);
     expr(m, "cmp", |m| {
         m.be32(NFTA_CMP_SREG, NFT_REG_1);
         m.be32(NFTA_CMP_OP, NFT_CMP_EQ);
         m.nest(NFTA_CMP_DATA, |m| {
             m.attr(NFTA_DATA_VALUE, &value.to_ne_bytes())
+        });
+    });
+}
+
+/// `reg1 = reg1 & !mask ^ value`: the mask's bits become `value` (which has no bits outside
+/// the mask, so the XOR is an OR), every other bit stays.
+fn set_masked_bits(m: &mut Writer, mask: u32, value: u32) {
+    bitwise(m, !mask, value & mask);
+}
+
+/// `reg1 = reg1 & and ^ xor` (nft_bitwise, boolean form).
+fn bitwise(m: &mut Writer, and: u32, xor: u32) {
+    expr(m, "bitwise", |m| {
+        m.be32(NFTA_BITWISE_SREG, NFT_REG_1);
+        m.be32(NFTA_BITWISE_DREG, NFT_REG_1);
+        m.be32(NFTA_BITWISE_LEN, 4);
+        m.nest(NFTA_BITWISE_MASK, |m| {
+            m.attr(NFTA_DATA_VALUE, &and.to_ne_bytes())
+        });
+        m.nest(NFTA_BITWISE_XOR, |m| {
+            m.attr(NFTA_DATA_VALUE, &xor.to_ne_bytes())
         });
     });
 }
@@ -531,6 +548,54 @@ fn parse_messages(mut buf: &[u8]) -> Vec<(u16, u32, i32, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `bitwise` expression as `include/uapi/linux/netfilter/nf_tables.h` lays it out:
+    /// `NFTA_LIST_ELEM { NFTA_EXPR_NAME "bitwise", NFTA_EXPR_DATA { SREG 1, DREG 1, LEN 4,
+    /// MASK { VALUE and }, XOR { VALUE xor } } }`, register numbers big-endian, data in host
+    /// order (nft_bitwise_eval works on the register's bytes as the mark is stored).
+    #[test]
+    fn masked_bits_are_set_keeping_every_other_bit() {
+        let mut w = Writer::default();
+        set_masked_bits(&mut w, 0x0000_30ff, 0x3047);
+        let b = &w.buf;
+        let attr = |at: usize| {
+            (
+                u16::from_ne_bytes([b[at], b[at + 1]]),
+                u16::from_ne_bytes([b[at + 2], b[at + 3]]),
+            )
+        };
+        assert_eq!(attr(0), (b.len() as u16, NFTA_LIST_ELEM | NLA_F_NESTED));
+        assert_eq!(attr(4), (12, NFTA_EXPR_NAME));
+        assert_eq!(&b[8..16], b"bitwise\0");
+        assert_eq!(attr(16).1, NFTA_EXPR_DATA | NLA_F_NESTED);
+        let data = &b[20..];
+        // SREG, DREG, LEN: 8 bytes each, big-endian values.
+        for (i, (kind, value)) in [
+            (NFTA_BITWISE_SREG, 1u32),
+            (NFTA_BITWISE_DREG, 1),
+            (NFTA_BITWISE_LEN, 4),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = i * 8;
+            assert_eq!(u16::from_ne_bytes([data[at + 2], data[at + 3]]), kind);
+            assert_eq!(data[at + 4..at + 8], value.to_be_bytes());
+        }
+        // MASK { VALUE !mask } and XOR { VALUE mark }: 12 bytes each.
+        let (mask, xor) = (&data[24..36], &data[36..48]);
+        assert_eq!(
+            u16::from_ne_bytes([mask[2], mask[3]]),
+            NFTA_BITWISE_MASK | NLA_F_NESTED
+        );
+        assert_eq!(mask[8..12], 0xffff_cf00u32.to_ne_bytes());
+        assert_eq!(
+            u16::from_ne_bytes([xor[2], xor[3]]),
+            NFTA_BITWISE_XOR | NLA_F_NESTED
+        );
+        assert_eq!(xor[8..12], 0x3047u32.to_ne_bytes());
+        assert_eq!(data.len(), 48);
+    }
 
     #[test]
     fn attributes_are_padded_and_nests_measured() {

@@ -221,14 +221,60 @@ impl WantedRule {
     }
 }
 
-/// Whether a rule is loopguard's, for this configuration: our tag, and at one of our
-/// priorities or pointing at our table. A rule with our tag for another table at other
-/// priorities belongs to another loopguard configuration and is left alone.
+/// Whether a rule is loopguard's, for this configuration: our tag, and looking up our table
+/// (at any priority: a run with another priority left it), or the `lookup main
+/// suppress_prefixlength 0` rule at our priority. A rule with our tag for another table
+/// belongs to another loopguard configuration and is left alone, even at our priorities
+/// (where [`priority_holder`] makes `apply` refuse).
 pub(crate) fn is_our_rule(rule: &ObservedRule, config: &GuardConfig, protocol: u8) -> bool {
     rule.protocol == protocol
-        && (rule.priority == config.priority()
-            || rule.priority == config.priority() + 1
-            || rule.table == config.table())
+        && (rule.table == config.table()
+            || (rule.priority == config.priority() && is_suppress_main(rule)))
+}
+
+/// The rules of this configuration among `rules` (both families): [`is_our_rule`], except
+/// the suppress rule of a family whose priorities another configuration holds (it is that
+/// configuration's too, and removing it would change how that one routes).
+pub(crate) fn our_rules_among(
+    rules: &[ObservedRule],
+    config: &GuardConfig,
+    protocol: u8,
+) -> Vec<usize> {
+    (0..rules.len())
+        .filter(|&i| {
+            let r = &rules[i];
+            is_our_rule(r, config, protocol)
+                && !(is_suppress_main(r)
+                    && r.table != config.table()
+                    && priority_holder(rules, config, protocol)
+                        .is_some_and(|h| h.family == r.family))
+        })
+        .collect()
+}
+
+/// A rule of another loopguard configuration at one of our priorities: our tag, at our
+/// priority or the next, looking up a table that is neither ours nor `main`. Two
+/// configurations at the same priorities delete each other's rules, so `apply` refuses.
+pub(crate) fn priority_holder<'a>(
+    rules: &'a [ObservedRule],
+    config: &GuardConfig,
+    protocol: u8,
+) -> Option<&'a ObservedRule> {
+    rules.iter().find(|r| {
+        r.protocol == protocol
+            && (r.priority == config.priority() || r.priority == config.priority() + 1)
+            && r.table != config.table()
+            && r.table != MAIN_TABLE
+    })
+}
+
+/// `lookup main suppress_prefixlength 0`, the first of loopguard's two rules.
+fn is_suppress_main(rule: &ObservedRule) -> bool {
+    rule.table == MAIN_TABLE
+        && !rule.invert
+        && rule.fwmark.is_none()
+        && rule.suppress_prefixlen == Some(0)
+        && !rule.other
 }
 
 /// Whether a rule is one of the kernel's three (`0: lookup local`, `32766: lookup main`,
@@ -697,8 +743,8 @@ mod tests {
     #[test]
     fn stale_and_duplicate_rules_of_ours_are_deleted_foreign_ones_never() {
         let w = WantedRule::for_families(&config(), &[Family::V4]);
-        let mut stale_table = w[1].observed(TAG);
-        stale_table.table = 77; // a killed run with another table, same priority
+        let mut stale_mark = w[1].observed(TAG);
+        stale_mark.fwmark = Some((0x20, 0xf0)); // a killed run with another mark, our table
         let mut foreign_same_priority = w[0].observed(TAG);
         foreign_same_priority.protocol = 4; // `ip rule add ... priority 500` by someone else
         let mut foreign_same_mark = w[1].observed(TAG);
@@ -710,7 +756,7 @@ mod tests {
         v6_leftover.family = Family::V6; // no IPv6 prefixes wanted now
         let observed = vec![
             w[0].observed(TAG),
-            stale_table,
+            stale_mark,
             foreign_same_priority,
             foreign_same_mark,
             w[0].observed(TAG), // duplicate of ours
@@ -720,6 +766,29 @@ mod tests {
         let plan = plan_rules(&observed, &w, &config(), TAG);
         assert_eq!(plan.delete, vec![1, 4, 6]);
         assert_eq!(plan.add, vec![w[1]]);
+    }
+
+    #[test]
+    fn another_configuration_at_our_priorities_is_found_and_never_counted_as_ours() {
+        let w = WantedRule::for_families(&config(), &[Family::V4, Family::V6]);
+        // Another configuration (table 77) at the same priorities, IPv4 only.
+        let mut theirs = w[1].observed(TAG);
+        theirs.table = 77;
+        let rules = vec![w[0].observed(TAG), theirs.clone(), w[2].observed(TAG)];
+        assert_eq!(priority_holder(&rules, &config(), TAG), Some(&theirs));
+        // Their fwmark rule is not ours, nor the IPv4 suppress rule they share; the IPv6
+        // suppress rule (no other configuration there) is.
+        assert_eq!(our_rules_among(&rules, &config(), TAG), vec![2]);
+        // Without them, both suppress rules are ours, and nothing holds our priorities.
+        let alone = vec![w[0].observed(TAG), w[2].observed(TAG)];
+        assert_eq!(priority_holder(&alone, &config(), TAG), None);
+        assert_eq!(our_rules_among(&alone, &config(), TAG), vec![0, 1]);
+        // Another configuration elsewhere, and a foreign rule at our priority: no holder.
+        let mut elsewhere = theirs.clone();
+        elsewhere.priority = 9001;
+        let mut foreign = theirs;
+        foreign.protocol = 4;
+        assert_eq!(priority_holder(&[elsewhere, foreign], &config(), TAG), None);
     }
 
     /// The kernel's three default rules of a family.

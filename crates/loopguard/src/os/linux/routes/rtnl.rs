@@ -149,6 +149,21 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Adds a route beside an existing one of the same prefix and metric (`NLM_F_CREATE`
+    /// without `NLM_F_EXCL`; never `NLM_F_REPLACE`, so nothing is replaced): moving a prefix
+    /// to another device adds the new route before the old one is deleted, and the table
+    /// never has a gap. The kernel still refuses an identical route (`EEXIST`).
+    pub(crate) async fn add_route_beside(
+        &mut self,
+        route: RouteMessage,
+        op: &str,
+    ) -> Result<(), RoutesError> {
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+        self.request(RouteNetlinkMessage::NewRoute(route), flags, op)
+            .await
+            .map(drop)
+    }
+
     /// Deletes the route described by `route` (as dumped).
     pub(crate) async fn del_route(
         &mut self,
@@ -199,6 +214,18 @@ impl Rtnl {
 
     /// The name of the device with index `index`.
     pub(crate) async fn link_name(&mut self, index: u32) -> Result<String, RoutesError> {
+        self.link_state(index)
+            .await?
+            .map(|(name, _)| name)
+            .ok_or(RoutesError::NoSuchDeviceIndex(index))
+    }
+
+    /// The name of the device with index `index` and whether it is administratively up;
+    /// `None` when no device has that index.
+    pub(crate) async fn link_state(
+        &mut self,
+        index: u32,
+    ) -> Result<Option<(String, bool)>, RoutesError> {
         let mut m = LinkMessage::default();
         m.header.index = index;
         let op = format!("looking up device index {index}");
@@ -206,22 +233,20 @@ impl Rtnl {
             .request(RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST, &op)
             .await
         {
-            Ok(answers) => answers
-                .into_iter()
-                .find_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(l) => {
-                        l.attributes.into_iter().find_map(|a| match a {
-                            LinkAttribute::IfName(n) => Some(n),
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                })
-                .ok_or(RoutesError::NoSuchDeviceIndex(index)),
+            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let up = l.header.flags.contains(LinkFlags::Up);
+                    l.attributes.into_iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some((n, up)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })),
             Err(RoutesError::Netlink { source, .. })
                 if source.raw_os_error() == Some(libc::ENODEV) =>
             {
-                Err(RoutesError::NoSuchDeviceIndex(index))
+                Ok(None)
             }
             Err(e) => Err(e),
         }
