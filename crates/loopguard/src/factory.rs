@@ -49,6 +49,8 @@ struct Shared<S> {
     /// Explicit source -> index of the interface owning it (`None`: no interface does;
     /// `Err`: the tunnel does). Looked up once per source; emptied by `reset`.
     source_interfaces: Mutex<HashMap<IpAddr, Result<Option<u32>, ()>>>,
+    /// Zone (interface index) -> whether it is the tunnel's. Emptied by `reset`.
+    zones: Mutex<HashMap<u32, bool>>,
     counters: CounterRegistry,
     sockets: Arc<SocketTable>,
     /// Resolutions under way, by destination, with the cache generation each was started
@@ -102,10 +104,43 @@ pub(crate) async fn path_for(
     guard: &Arc<dyn Guard>,
     destination: SocketAddr,
 ) -> Result<Option<Path>, Error> {
+    check_zone(guard, destination).await?;
     match guard.cached_path(destination) {
         Some(answer) => answer,
         None => guard.clone().path_for_async(destination).await,
     }
+}
+
+/// Refuses a destination whose zone (IPv6 scope id) names the tunnel's interface
+/// ([`Strategy::is_tunnel_interface`]): the OS sends it out of that interface whatever the
+/// socket's protection says. No zone costs one comparison; a known zone answers in place; a
+/// new one is looked up on the runtime's blocking pool.
+pub(crate) async fn check_zone(
+    guard: &Arc<dyn Guard>,
+    destination: SocketAddr,
+) -> Result<(), Error> {
+    let SocketAddr::V6(v6) = destination else {
+        return Ok(());
+    };
+    let zone = v6.scope_id();
+    if zone == 0 {
+        return Ok(());
+    }
+    if let Some(answer) = guard.cached_zone(zone, destination) {
+        return answer;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return guard.zone_allowed(zone, destination);
+    };
+    let guard = Arc::clone(guard);
+    runtime
+        .spawn_blocking(move || guard.zone_allowed(zone, destination))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Io(io::Error::other(
+                "the interface lookup for this zone panicked",
+            )))
+        })
 }
 
 /// The interface to stamp beside the explicit source `source` of a datagram to
@@ -131,6 +166,16 @@ pub(crate) async fn interface_for_source(
                 "the interface lookup for this source panicked",
             )))
         })
+}
+
+/// A zone naming the tunnel's interface is refused: the datagram or SYN would enter it.
+fn zone_answer(tunnel: bool, destination: SocketAddr) -> Result<(), Error> {
+    if tunnel {
+        tracing::debug!(%destination, "refused: its zone names the tunnel's interface");
+        Err(Error::HostUnreachable { destination })
+    } else {
+        Ok(())
+    }
 }
 
 /// The future of [`Guard::path_for_async`].
@@ -167,6 +212,12 @@ pub(crate) trait Guard: Send + Sync {
         source: IpAddr,
         destination: SocketAddr,
     ) -> Result<Option<u32>, Error>;
+    /// What is known of zone `zone` without asking the strategy: `None` when it was never
+    /// asked.
+    fn cached_zone(&self, zone: u32, destination: SocketAddr) -> Option<Result<(), Error>>;
+    /// Refuses `destination` when its zone `zone` names the tunnel's interface; asks the
+    /// strategy (blocking) when the zone is new.
+    fn zone_allowed(&self, zone: u32, destination: SocketAddr) -> Result<(), Error>;
     /// Forgets the cached path of `destination`: its source went away.
     fn forget(&self, destination: SocketAddr);
     /// Creates and protects a socket.
@@ -284,6 +335,34 @@ impl<S: Strategy> Guard for Shared<S> {
         map.insert(source, answer);
         drop(map);
         source_answer(answer, source, destination)
+    }
+
+    fn cached_zone(&self, zone: u32, destination: SocketAddr) -> Option<Result<(), Error>> {
+        let tunnel = *self
+            .zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&zone)?;
+        Some(zone_answer(tunnel, destination))
+    }
+
+    fn zone_allowed(&self, zone: u32, destination: SocketAddr) -> Result<(), Error> {
+        let tunnel = match self.strategy.is_tunnel_interface(zone) {
+            Ok(tunnel) => tunnel,
+            // Not cached: the tunnel may be back, or the lookup may work, next time.
+            Err(ResolveError::NoRoute) => return Err(Error::HostUnreachable { destination }),
+            Err(ResolveError::TunnelGone { tunnel }) => {
+                warn_tunnel_gone(destination.ip(), &tunnel);
+                return Err(Error::TunnelGone { destination });
+            }
+            Err(ResolveError::Io(e)) => return Err(Error::Io(e)),
+        };
+        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+        if zones.len() >= MAX_SOURCE_INTERFACES {
+            zones.clear();
+        }
+        zones.insert(zone, tunnel);
+        zone_answer(tunnel, destination)
     }
 
     fn forget(&self, destination: SocketAddr) {
@@ -455,6 +534,7 @@ impl<S: Strategy> SocketFactory<S> {
                 strategy,
                 cache: PathCache::with_capacity(destinations),
                 source_interfaces: Mutex::new(HashMap::new()),
+                zones: Mutex::new(HashMap::new()),
                 counters: CounterRegistry::default(),
                 sockets: Arc::default(),
                 flights: Mutex::default(),
@@ -495,8 +575,17 @@ impl<S: Strategy> SocketFactory<S> {
 
     /// The path a datagram to `destination` would take, as the sockets of this factory see
     /// it: `None` when the kernel chooses (the Linux mark strategy), the cached or freshly
-    /// resolved path otherwise, [`Error::HostUnreachable`] when none exists.
+    /// resolved path otherwise, [`Error::HostUnreachable`] when none exists or when the
+    /// destination's zone names the tunnel's interface ([`Strategy::is_tunnel_interface`]).
     pub fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error> {
+        if let SocketAddr::V6(v6) = destination {
+            let zone = v6.scope_id();
+            if zone != 0 {
+                self.shared
+                    .cached_zone(zone, destination)
+                    .unwrap_or_else(|| self.shared.zone_allowed(zone, destination))?;
+            }
+        }
         self.shared.path_for(destination)
     }
 
@@ -519,6 +608,11 @@ impl<S: Strategy> SocketFactory<S> {
     /// resolve again on their next send.
     pub fn reset(&self) {
         self.shared.cache.reset();
+        self.shared
+            .zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.shared
             .source_interfaces
             .lock()

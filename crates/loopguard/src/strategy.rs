@@ -75,6 +75,18 @@ pub trait Strategy: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the interface with this index is the tunnel's. Asked for destinations that
+    /// name their interface themselves, an IPv6 address with a zone (`fe80::1%7`): the OS
+    /// sends those out of the named interface whatever the socket's protection says, so the
+    /// factory refuses a zone naming the tunnel ([`Error::HostUnreachable`](crate::Error::HostUnreachable)),
+    /// and caches the answer per index until [`reset`](crate::SocketFactory::reset).
+    /// [`ResolveError::TunnelGone`] refuses too. The default knows no tunnel (`Ok(false)`):
+    /// a strategy that cannot tell lets zones through, and says so in its docs.
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        let _ = index;
+        Ok(false)
+    }
+
     /// Holds a stream socket, before it connects, to `path`: for example to its interface
     /// with `IP_UNICAST_IF` (Windows) or `IP_BOUND_IF` (macOS). Called only for strategies
     /// that pin sources, after the factory bound the socket to `path.source` (unless the
@@ -102,6 +114,10 @@ impl<S: Strategy + ?Sized> Strategy for std::sync::Arc<S> {
 
     fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
         (**self).interface_for_source(source)
+    }
+
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        (**self).is_tunnel_interface(index)
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {

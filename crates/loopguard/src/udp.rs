@@ -242,11 +242,15 @@ impl UdpSocket {
         // interface that owns it (Windows and macOS stamp it; index 0 would let the OS pick
         // the tunnel), a missing one the strategy's path.
         let (src, mut interface, resolved) = match datagram.src {
-            Some(src) => (
-                Some(src),
-                factory::interface_for_source(&self.guard, src, datagram.dst).await?,
-                false,
-            ),
+            Some(src) => {
+                // A zone naming the tunnel enters it whatever the source says.
+                factory::check_zone(&self.guard, datagram.dst).await?;
+                (
+                    Some(src),
+                    factory::interface_for_source(&self.guard, src, datagram.dst).await?,
+                    false,
+                )
+            }
             None => {
                 let path = factory::path_for(&self.guard, datagram.dst).await?;
                 (

@@ -723,3 +723,75 @@ async fn a_panicking_resolution_fails_its_sends_and_the_next_send_resolves_again
     assert_eq!(got.len(), 1, "only the second datagram was sent: {got:?}");
     assert_eq!(got[0].0.ip(), IpAddr::from(PINNED_SOURCE));
 }
+
+/// Knows interface 7 as its tunnel, counting how often it is asked; interface 9 fails.
+#[derive(Default)]
+struct ZonedTunnel {
+    asked: AtomicUsize,
+}
+
+impl Strategy for ZonedTunnel {
+    fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+        Ok(())
+    }
+
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        match index {
+            9 => Err(ResolveError::TunnelGone {
+                tunnel: "`fake`".into(),
+            }),
+            i => Ok(i == 7),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_zone_naming_the_tunnel_is_refused_once_asked_and_asked_again_after_reset() {
+    let strategy = Arc::new(ZonedTunnel::default());
+    let factory = SocketFactory::new(Arc::clone(&strategy));
+    let zoned = |zone| {
+        SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            9,
+            0,
+            zone,
+        ))
+    };
+    let socket = factory.bind("[::1]:0".parse().unwrap()).unwrap();
+    for _ in 0..3 {
+        let e = socket
+            .send(&DatagramOut::new(zoned(7), b"x"))
+            .await
+            .expect_err("a zone naming the tunnel");
+        assert!(matches!(e, Error::HostUnreachable { .. }), "{e:?}");
+    }
+    assert_eq!(strategy.asked.load(Ordering::SeqCst), 1, "cached per zone");
+    assert!(matches!(
+        factory.path_for(zoned(7)),
+        Err(Error::HostUnreachable { .. })
+    ));
+    // A missing tunnel refuses and is asked again next time (not cached).
+    for _ in 0..2 {
+        assert!(matches!(
+            factory.path_for(zoned(9)),
+            Err(Error::TunnelGone { .. })
+        ));
+    }
+    assert_eq!(strategy.asked.load(Ordering::SeqCst), 3);
+    // No zone, or another interface's: not refused by the zone check.
+    assert!(factory.path_for(zoned(0)).is_ok());
+    assert!(factory.path_for(zoned(3)).is_ok());
+    assert_eq!(
+        strategy.asked.load(Ordering::SeqCst),
+        4,
+        "zone 0 is never asked"
+    );
+    factory.reset();
+    assert!(factory.path_for(zoned(7)).is_err());
+    assert_eq!(
+        strategy.asked.load(Ordering::SeqCst),
+        5,
+        "asked again after reset"
+    );
+}

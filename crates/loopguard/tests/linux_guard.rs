@@ -318,3 +318,108 @@ fn refuse_gso(socket: &UdpSocket) {
     };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
 }
+
+/// The interface index of `dev` in the lab's client namespace.
+fn index_of(lab: &GuardedLab, dev: &str) -> u32 {
+    let path = format!("/sys/class/net/{dev}/ifindex");
+    lab.lab
+        .client()
+        .exec("cat", &[&path])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// What a guarded socket does with `fe80::99` zoned to the TUN and to the uplink, over
+/// `factory` (UDP send, TCP connect, UDP send with an explicit source).
+async fn zoned_sends<S: loopguard::Strategy>(
+    factory: loopguard::SocketFactory<S>,
+    tun: u32,
+    uplink: u32,
+) -> (
+    Result<(), Error>,
+    Result<(), Error>,
+    Result<(), Error>,
+    Result<(), Error>,
+) {
+    let zoned = |index| {
+        SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::99".parse().unwrap(),
+            5000,
+            0,
+            index,
+        ))
+    };
+    let socket = factory.bind("[::]:0".parse().unwrap()).unwrap();
+    let to_tun = socket.send(&DatagramOut::new(zoned(tun), b"zoned")).await;
+    let mut with_source = DatagramOut::new(zoned(tun), b"zoned");
+    with_source.src = Some("2001:db8:1::2".parse().unwrap());
+    let to_tun_with_source = socket.send(&with_source).await;
+    let tcp = tokio::time::timeout(WAIT, factory.connect(zoned(tun)))
+        .await
+        .expect("connect answered")
+        .map(drop);
+    let to_uplink = socket
+        .send(&DatagramOut::new(zoned(uplink), b"zoned"))
+        .await;
+    (to_tun, to_tun_with_source, tcp, to_uplink)
+}
+
+#[test]
+fn a_destination_zoned_to_the_tunnel_is_refused_and_never_enters_it() {
+    if loopguard_lab::skip_unprivileged("a_destination_zoned_to_the_tunnel_is_refused") {
+        return;
+    }
+    let lab = GuardedLab::build("zone");
+    // A link-local address on the TUN, as most TUNs have: `fe80::/64 dev TUN` in `main`,
+    // which the marked lookup then finds for a destination zoned to the TUN.
+    lab.lab
+        .client()
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            lab.lab.tun(),
+            "nodad",
+        ])
+        .unwrap();
+    let (tun, uplink) = (
+        index_of(&lab, lab.lab.tun()),
+        index_of(&lab, lab.lab.uplink()),
+    );
+    let before = lab.tun_packets().1;
+    let mark = lab.in_client(|f| zoned_sends(f, tun, uplink));
+    let tun_name = lab.lab.tun();
+    let pin = lab
+        .lab
+        .client()
+        .run(move || {
+            block_on(async move {
+                let strategy = loopguard::PinOutside::for_tunnel_named(tun_name).expect("pin");
+                zoned_sends(loopguard::SocketFactory::new(strategy), tun, uplink).await
+            })
+        })
+        .unwrap();
+    for (name, (to_tun, with_source, tcp, to_uplink)) in [("mark", mark), ("pin", pin)] {
+        println!("{name}: {to_tun:?} / {with_source:?} / {tcp:?} / {to_uplink:?}");
+        for (what, r) in [
+            ("UDP", to_tun),
+            ("UDP with a source", with_source),
+            ("TCP", tcp),
+        ] {
+            assert!(
+                matches!(r, Err(Error::HostUnreachable { .. })),
+                "{name} {what} zoned to the TUN: {r:?}"
+            );
+        }
+        // Another interface's zone is the kernel's business, not refused by loopguard.
+        assert!(
+            !matches!(to_uplink, Err(Error::HostUnreachable { .. })),
+            "{name}: {to_uplink:?}"
+        );
+    }
+    assert_eq!(lab.tun_packets().1, before, "something entered the TUN");
+}

@@ -297,6 +297,17 @@ impl<H: HostSnapshot, P: StreamPin> Strategy for BestRouteOutsideTunnel<H, P> {
         interface_owning(&host, &tunnel, source)
     }
 
+    /// The tunnel's interfaces by index, in the current snapshot (a rename or a restart
+    /// followed by name counts; a missing tunnel is [`ResolveError::TunnelGone`]).
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        let host = self.host.snapshot()?;
+        let tunnel = self.tunnel_in(&host)?;
+        Ok(host
+            .interfaces
+            .iter()
+            .any(|i| i.index == index && tunnel.contains(i.luid)))
+    }
+
     /// Pins the stream to the resolved interface. A path without an interface index cannot
     /// be pinned: that is a protection failure (binding the source alone does not choose the
     /// interface on Windows), never a silent fallback.
@@ -484,6 +495,22 @@ mod tests {
         assert!(matches!(
             s.resolve(ip("2001:db8::1")),
             Err(ResolveError::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn a_zone_is_the_tunnel_only_when_it_names_the_tunnels_index() {
+        let s = strategy(FakeHost::new(host()));
+        assert!(s.is_tunnel_interface(40).unwrap(), "the tunnel's index");
+        assert!(!s.is_tunnel_interface(2).unwrap(), "Ethernet");
+        assert!(!s.is_tunnel_interface(99).unwrap(), "no such interface");
+        // The tunnel gone: refused, not allowed.
+        let mut tables = host();
+        tables.interfaces.retain(|i| i.luid != TUN);
+        let s = strategy(FakeHost::new(tables));
+        assert!(matches!(
+            s.is_tunnel_interface(2),
+            Err(ResolveError::TunnelGone { .. })
         ));
     }
 

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use crate::{ProtectionError, Strategy};
+use crate::{ProtectionError, ResolveError, Strategy};
 
 /// Why the host application could not protect a socket.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +83,25 @@ impl<P: Protector + ?Sized> Protector for Arc<P> {
 /// underlying network), so this strategy does not resolve paths.
 pub struct ProtectHook<P> {
     protector: P,
+    tunnel: Option<String>,
 }
 
 impl<P: Protector> ProtectHook<P> {
     /// A strategy calling `protector` for every socket.
     pub fn new(protector: P) -> Self {
-        ProtectHook { protector }
+        ProtectHook {
+            protector,
+            tunnel: None,
+        }
+    }
+
+    /// Names the VPN's TUN interface (for example `tun0`, as `TUNGETIFF` on the descriptor
+    /// from `VpnService.Builder.establish()` reports it), so a destination whose zone names
+    /// it (`fe80::1%tun0`) is refused: a protected socket still sends a zoned destination out
+    /// of the named interface. Without it, zones are not checked.
+    pub fn with_tunnel(mut self, name: impl Into<String>) -> Self {
+        self.tunnel = Some(name.into());
+        self
     }
 
     /// The protector inside.
@@ -116,6 +129,27 @@ impl<P: Protector> Strategy for ProtectHook<P> {
             .map_err(|e| to_protection_error("Network.bindSocket", e))?;
         still_ours(fd, ours, "Network.bindSocket")
     }
+
+    /// Whether interface `index` is named as [`with_tunnel`](ProtectHook::with_tunnel) says.
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        let Some(tunnel) = &self.tunnel else {
+            return Ok(false);
+        };
+        Ok(interface_name(index).is_some_and(|name| name == *tunnel))
+    }
+}
+
+/// The name of the interface with this index (`if_indextoname`), if there is one.
+fn interface_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes the call may write.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The (device, inode) pair that names the open file behind `fd`.
@@ -150,5 +184,23 @@ fn to_protection_error(step: &'static str, failure: ProtectFailure) -> Protectio
             Some("the host's VpnService must be running and prepared (VpnService.prepare)"),
         ),
         ProtectFailure::Failed(e) => ProtectionError::new(step, e, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_named_tunnel_is_recognised_by_index_and_without_a_name_nothing_is() {
+        let allow = |_: RawFd| -> Result<(), ProtectFailure> { Ok(()) };
+        // Every network namespace has `lo`, and the kernel gives it index 1.
+        let hook = ProtectHook::new(allow).with_tunnel("lo");
+        assert!(hook.is_tunnel_interface(1).unwrap());
+        assert!(
+            !hook.is_tunnel_interface(u32::MAX).unwrap(),
+            "no such interface"
+        );
+        assert!(!ProtectHook::new(allow).is_tunnel_interface(1).unwrap());
     }
 }

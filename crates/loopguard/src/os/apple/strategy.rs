@@ -136,6 +136,13 @@ impl Strategy for BoundInterface {
         )
     }
 
+    /// The tunnel's index (`if_nametoindex` of its `utunN`); a missing tunnel is
+    /// [`ResolveError::TunnelGone`].
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        let tunnel_index = choose::tunnel_index(&self.tunnel, interfaces::index_of(&self.tunnel))?;
+        Ok(index == tunnel_index)
+    }
+
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {
         bind_to_interface(socket, path)
     }
@@ -171,7 +178,9 @@ pub fn bind_to_interface(socket: impl AsFd, path: &Path) -> Result<(), Protectio
 }
 
 /// Inside a NetworkExtension (a packet tunnel provider): the system already keeps the
-/// provider's own sockets out of its tunnel, so there is nothing to do.
+/// provider's own sockets out of its tunnel, so there is nothing to do. It does not know the
+/// provider's `utun`, so destinations with a zone are not checked
+/// ([`Strategy::is_tunnel_interface`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NetworkExtension;
 
@@ -224,6 +233,10 @@ impl Strategy for AppleGuard {
 
     fn interface_for_source(&self, source: IpAddr) -> Result<Option<u32>, ResolveError> {
         self.inner().interface_for_source(source)
+    }
+
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        self.inner().is_tunnel_interface(index)
     }
 
     fn pin_stream(&self, socket: &socket2::Socket, path: &Path) -> Result<(), ProtectionError> {

@@ -2,11 +2,19 @@
 
 use std::io;
 
-use crate::{GuardConfig, ProtectionError, Strategy};
+use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::RouteResolver;
+use crate::{GuardConfig, ProtectionError, ResolveError, Strategy};
 
 /// Protects sockets with `SO_MARK`, so the policy rules installed by
 /// [`TunnelRoutes`](super::TunnelRoutes) (or wg-quick style rules of your own) route them by
 /// the main table instead of the tunnel's.
+///
+/// The tunnel's interfaces are those its table (`config.table()`) routes through: a
+/// destination whose zone names one of them (`fe80::1%tun0`) is refused, since the kernel
+/// sends a zoned destination out of the named interface whatever the mark says.
 ///
 /// Setting a mark needs `CAP_NET_ADMIN` (or `CAP_NET_RAW` since Linux 5.17); without it every
 /// socket fails with a [`ProtectionError`] that says so.
@@ -51,6 +59,51 @@ impl Strategy for LinuxMark {
         }
         Ok(())
     }
+
+    /// Whether the tunnel's table routes through interface `index` (one dump of the routes
+    /// of both families, per new zone; the factory caches the answer).
+    fn is_tunnel_interface(&self, index: u32) -> Result<bool, ResolveError> {
+        let mut nl = RouteResolver::new().map_err(|e| ResolveError::Io(io::Error::other(e)))?;
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = RouteMessage::default();
+            m.header.address_family = family;
+            let routes = nl
+                .dump(RouteNetlinkMessage::GetRoute(m), "listing routes")
+                .map_err(|e| ResolveError::Io(io::Error::other(e)))?;
+            let routes: Vec<RouteMessage> = routes
+                .into_iter()
+                .filter_map(|m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            if table_routes_through(&routes, self.config.table(), index) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Whether a route of `table` among `routes` (as dumped) leaves through interface `index`,
+/// directly or as one hop of a multipath route.
+fn table_routes_through(routes: &[RouteMessage], table: u32, index: u32) -> bool {
+    routes.iter().any(|r| {
+        let mut in_table = u32::from(r.header.table) == table;
+        let mut through = false;
+        for a in &r.attributes {
+            match a {
+                // Tables above 255 only fit the attribute.
+                RouteAttribute::Table(t) => in_table = *t == table,
+                RouteAttribute::Oif(i) => through |= *i == index,
+                RouteAttribute::MultiPath(hops) => {
+                    through |= hops.iter().any(|h| h.interface_index == index)
+                }
+                _ => {}
+            }
+        }
+        in_table && through
+    })
 }
 
 fn get_mark(socket: &socket2::Socket) -> io::Result<u32> {
@@ -71,4 +124,55 @@ fn get_mark(socket: &socket2::Socket) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(value as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::route::{RouteHeader, RouteNextHop};
+
+    use super::*;
+
+    fn route(table: u32, oif: Option<u32>, hops: &[u32]) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        m.attributes.push(RouteAttribute::Table(table));
+        if let Some(i) = oif {
+            m.attributes.push(RouteAttribute::Oif(i));
+        }
+        if !hops.is_empty() {
+            let hops = hops
+                .iter()
+                .map(|&i| {
+                    let mut h = RouteNextHop::default();
+                    h.interface_index = i;
+                    h
+                })
+                .collect();
+            m.attributes.push(RouteAttribute::MultiPath(hops));
+        }
+        m
+    }
+
+    #[test]
+    fn the_tunnels_interfaces_are_those_its_table_routes_through() {
+        let routes = [
+            route(19527, Some(7), &[]),
+            route(19527, None, &[]), // the last-resort `unreachable`: no interface
+            route(254, Some(2), &[]),
+            route(19527, None, &[8, 9]),
+        ];
+        for (index, tunnel) in [(7, true), (8, true), (9, true), (2, false), (3, false)] {
+            assert_eq!(
+                table_routes_through(&routes, 19527, index),
+                tunnel,
+                "{index}"
+            );
+        }
+        // The header's table is used when there is no attribute.
+        let mut small = RouteMessage::default();
+        small.header.table = 100;
+        small.attributes.push(RouteAttribute::Oif(4));
+        assert!(table_routes_through(&[small.clone()], 100, 4));
+        assert!(!table_routes_through(&[small], 19527, 4));
+    }
 }
