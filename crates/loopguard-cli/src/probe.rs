@@ -159,9 +159,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
     let report = match &args.pin_outside {
         None => {
             let factory = || loopguard::SocketFactory::new(loopguard::LinuxMark::new(config));
-            let destination = match args.destination.parse::<SocketAddr>() {
-                Ok(addr) => addr,
-                Err(_) => linux::resolve(&args, factory()).await?,
+            let destination = match parse_destination(&args.destination)? {
+                Some(addr) => addr,
+                None => linux::resolve(&args, factory()).await?,
             };
             check_destination(destination)?;
             linux::probe(&args, destination, factory(), Some(config.mark())).await
@@ -176,9 +176,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<bool> {
                 Err(e) => return Err(e.into()),
             };
             let factory = || loopguard::SocketFactory::new(strategy.clone());
-            let destination = match args.destination.parse::<SocketAddr>() {
-                Ok(addr) => addr,
-                Err(_) => linux::resolve(&args, factory()).await?,
+            let destination = match parse_destination(&args.destination)? {
+                Some(addr) => addr,
+                None => linux::resolve(&args, factory()).await?,
             };
             check_destination(destination)?;
             linux::probe(&args, destination, factory(), None).await
@@ -211,6 +211,67 @@ pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
         .parse::<std::net::IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("`{text}` is not an IP address or IP:PORT of a DNS server"))
+}
+
+/// The destination as an address, `None` for a host name. An IPv6 address may carry its zone
+/// as an interface index or name (`[fe80::2%3]:7`, `[fe80::2%eth0]:7`); an unknown
+/// interface name is a usage error naming it.
+#[cfg(unix)]
+pub fn parse_destination(text: &str) -> Result<Option<SocketAddr>, crate::UsageError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    let Some(inner) = text.strip_prefix('[') else {
+        return Ok(None);
+    };
+    let bad = |why: String| crate::UsageError(format!("destination `{text}`: {why}"));
+    let (inside, port) = inner
+        .split_once("]:")
+        .ok_or_else(|| bad("expected [ADDR%ZONE]:PORT".into()))?;
+    let (ip, zone) = inside
+        .split_once('%')
+        .ok_or_else(|| bad(format!("`{inside}` is not an IPv6 address")))?;
+    let ip: std::net::Ipv6Addr = ip
+        .parse()
+        .map_err(|_| bad(format!("`{ip}` is not an IPv6 address")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad(format!("`{port}` is not a port")))?;
+    let scope = zone_index(zone).ok_or_else(|| {
+        bad(format!(
+            "zone `{zone}` is neither an interface index nor the name of an interface here"
+        ))
+    })?;
+    Ok(Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+        ip, port, 0, scope,
+    ))))
+}
+
+/// The index of the interface named `zone` (`if_nametoindex`), or `zone` itself if it is a
+/// number.
+#[cfg(unix)]
+fn zone_index(zone: &str) -> Option<u32> {
+    if let Ok(n) = zone.parse() {
+        return Some(n);
+    }
+    let name = std::ffi::CString::new(zone).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Whether a datagram from `from` answers one sent to `to`: same address and port. The scope
+/// of a link-local reply is the interface it arrived on, which a destination written without
+/// a zone does not name, so scopes are compared only when the destination has one.
+pub fn same_peer(from: SocketAddr, to: SocketAddr) -> bool {
+    match (from, to) {
+        (SocketAddr::V6(f), SocketAddr::V6(t)) => {
+            f.ip() == t.ip()
+                && f.port() == t.port()
+                && (t.scope_id() == 0 || f.scope_id() == t.scope_id())
+        }
+        _ => from.ip() == to.ip() && from.port() == to.port(),
+    }
 }
 
 /// Splits `HOST:PORT` (the host a name, not an address).
@@ -263,10 +324,44 @@ pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
             Some(libc::ECONNREFUSED) => {
                 format!("{destination} refused: nothing listens there ({e})")
             }
+            Some(libc::EMSGSIZE) => format!(
+                "{destination}: the datagram is larger than the path MTU allows: guarded \
+                 sockets set don't-fragment (IP_MTU_DISCOVER = IP_PMTUDISC_PROBE), so the \
+                 kernel refuses it instead of fragmenting ({e})"
+            ),
             _ => format!("{destination}: {e}"),
         },
         other => format!("{destination}: {other}"),
     }
+}
+
+/// The kernel's path MTU towards `destination` for sockets carrying `mark` (`IP_MTU` /
+/// `IPV6_MTU` of a connected socket with that mark, so the lookup takes the guarded path),
+/// when it can tell.
+#[cfg(target_os = "linux")]
+fn path_mtu(destination: SocketAddr, mark: u32) -> Option<u32> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(destination), Type::DGRAM, None).ok()?;
+    socket.set_mark(mark).ok()?;
+    socket.connect(&destination.into()).ok()?;
+    let (level, name) = if destination.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the pointers describe `mtu` and `len`, alive for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(mtu as u32)
 }
 
 #[cfg(target_os = "linux")]
@@ -361,7 +456,14 @@ mod linux {
                         loopguard::Error::HostUnreachable { .. }
                             | loopguard::Error::TunnelGone { .. }
                     );
-                let text = describe(&e, dst);
+                let mut text = describe(&e, dst);
+                if let (loopguard::Error::Io(io), Some(mark)) = (&e, report.mark) {
+                    if io.raw_os_error() == Some(libc::EMSGSIZE) {
+                        if let Some(mtu) = super::path_mtu(dst, mark) {
+                            text += &format!("; the path MTU towards {dst} is {mtu} bytes");
+                        }
+                    }
+                }
                 if fatal {
                     report.error = Some(text);
                     return;
@@ -391,7 +493,8 @@ mod linux {
                     }
                     Ok(Ok(meta)) => {
                         // Stale echoes of earlier rounds and strangers' datagrams are skipped.
-                        let echoed = meta.addr == dst && meta.datagrams(&buf).any(|d| d == message);
+                        let echoed = super::same_peer(meta.addr, dst)
+                            && meta.datagrams(&buf).any(|d| d == message);
                         if echoed {
                             report.received += 1;
                             report.rtt_ms.push(millis(start.elapsed()));
@@ -532,6 +635,53 @@ mod tests {
         assert!(parse_resolver("dns.example")
             .unwrap_err()
             .contains("dns.example"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn zones_are_indexes_or_interface_names_and_bad_ones_are_named() {
+        let with = |zone: u32| -> Option<SocketAddr> {
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::2".parse().unwrap(),
+                7,
+                0,
+                zone,
+            )))
+        };
+        assert_eq!(parse_destination("[fe80::2%3]:7").unwrap(), with(3));
+        assert_eq!(parse_destination("[fe80::2%lo]:7").unwrap(), with(1));
+        assert_eq!(
+            parse_destination("192.0.2.1:7").unwrap(),
+            Some("192.0.2.1:7".parse().unwrap())
+        );
+        assert_eq!(parse_destination("echo.example:7").unwrap(), None);
+        for (bad, named) in [
+            ("[fe80::2%lg-nope]:7", "lg-nope"),
+            ("[fe80::2%lo]", "[ADDR%ZONE]:PORT"),
+            ("[fe80::zz%lo]:7", "fe80::zz"),
+            ("[fe80::2%lo]:x", "`x`"),
+        ] {
+            let e = parse_destination(bad).unwrap_err().to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_link_local_reply_matches_a_destination_without_a_zone() {
+        let v6 = |text: &str, scope: u32| {
+            let mut a: std::net::SocketAddrV6 = text.parse().unwrap();
+            a.set_scope_id(scope);
+            SocketAddr::V6(a)
+        };
+        let reply = v6("[fe80::2]:7", 4);
+        assert!(same_peer(reply, v6("[fe80::2]:7", 0)));
+        assert!(same_peer(reply, v6("[fe80::2]:7", 4)));
+        assert!(!same_peer(reply, v6("[fe80::2]:7", 5)));
+        assert!(!same_peer(reply, v6("[fe80::2]:8", 0)));
+        assert!(!same_peer(reply, v6("[fe80::3]:7", 0)));
+        let v4: SocketAddr = "192.0.2.1:7".parse().unwrap();
+        assert!(same_peer(v4, v4));
+        assert!(!same_peer(v4, "192.0.2.1:8".parse().unwrap()));
     }
 
     #[test]

@@ -1459,3 +1459,102 @@ fn probe_and_route_get_with_pin_outside_leave_by_the_uplink() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Two namespaces over a veth pair `lg-c` / `lg-s`: 192.0.2.1 and 192.0.2.2, link-local
+/// fe80::1 and fe80::2.
+fn link_local_pair() -> (Netns, Netns) {
+    let (client, server) = (ns("llc"), ns("lls"));
+    client
+        .ip(&[
+            "link",
+            "add",
+            "lg-c",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lg-s",
+            "netns",
+            server.name(),
+        ])
+        .unwrap();
+    for (ns, dev, v4, v6) in [
+        (&client, "lg-c", "192.0.2.1/24", "fe80::1/64"),
+        (&server, "lg-s", "192.0.2.2/24", "fe80::2/64"),
+    ] {
+        ns.ip(&["link", "set", dev, "addrgenmode", "none"]).unwrap();
+        ns.ip(&["addr", "add", v4, "dev", dev]).unwrap();
+        ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])
+            .unwrap();
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    (client, server)
+}
+
+#[test]
+fn probe_reaches_link_local_peers_with_a_zone_by_name_or_index_or_none() {
+    if skip_unprivileged("probe_reaches_link_local_peers") {
+        return;
+    }
+    let (client, server) = link_local_pair();
+    let (echo, _) = udp_echo(&server, "[::]:0");
+    let port = echo.port();
+    let index = client
+        .exec("cat", &["/sys/class/net/lg-c/ifindex"])
+        .unwrap();
+    for zone in [
+        "%lg-c".to_owned(),
+        format!("%{}", index.trim()),
+        String::new(),
+    ] {
+        let dst = format!("[fe80::2{zone}]:{port}");
+        let out = loopguard(
+            Some(&client),
+            &[
+                "probe",
+                "udp",
+                &dst,
+                "--count",
+                "2",
+                "--timeout-ms",
+                "10000",
+                "--json",
+            ],
+        );
+        println!("{dst}: {}", stdout(&out));
+        assert!(
+            out.status.success(),
+            "{dst}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(json(&out)["received"], 2, "{dst}");
+    }
+    let dst = format!("[fe80::2%lg-nope]:{port}");
+    let out = loopguard(Some(&client), &["probe", "udp", &dst]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lg-nope"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_probe_larger_than_the_path_mtu_says_the_socket_does_not_fragment() {
+    if skip_unprivileged("a_probe_larger_than_the_path_mtu_says_so") {
+        return;
+    }
+    let (client, server) = link_local_pair();
+    let (echo, bytes) = udp_echo(&server, "192.0.2.2:0");
+    let dst = echo.to_string();
+    let out = loopguard(
+        Some(&client),
+        &["probe", "udp", &dst, "--size", "3000", "--count", "1"],
+    );
+    let text = stderr(&out) + &stdout(&out);
+    println!("{text}");
+    assert!(!out.status.success());
+    assert!(text.contains("don't-fragment"), "{text}");
+    assert!(
+        text.contains(&format!("the path MTU towards {dst} is 1500 bytes")),
+        "{text}"
+    );
+    assert_eq!(bytes.load(Ordering::SeqCst), 0, "something was sent");
+}
