@@ -519,30 +519,7 @@ struct Guarded {
 }
 
 fn guarded_pair() -> Guarded {
-    let client = ns("gc");
-    let server = ns("gs");
-    client
-        .ip(&[
-            "link",
-            "add",
-            "lg-c",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lg-s",
-            "netns",
-            server.name(),
-        ])
-        .unwrap();
-    client
-        .ip(&["addr", "add", "192.0.2.1/24", "dev", "lg-c"])
-        .unwrap();
-    client.ip(&["link", "set", "lg-c", "up"]).unwrap();
-    server
-        .ip(&["addr", "add", "192.0.2.2/24", "dev", "lg-s"])
-        .unwrap();
-    server.ip(&["link", "set", "lg-s", "up"]).unwrap();
+    let (client, server) = link_local_pair();
     client
         .ip(&["route", "add", "unreachable", "default", "table", "100"])
         .unwrap();

@@ -12,6 +12,18 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loopguard");
 
+/// `routes apply --watch --json` of `0.0.0.0/0` on the namespace's TUN.
+const APPLY_WATCH_JSON: &[&str] = &[
+    "routes",
+    "apply",
+    "--dev",
+    "lg-tun0",
+    "--route",
+    "0.0.0.0/0",
+    "--watch",
+    "--json",
+];
+
 /// A namespace with a veth uplink (up, 192.0.2.2/24, default via 192.0.2.1) and an up TUN.
 fn namespace(tag: &str) -> Netns {
     let ns = Netns::create(&unique_name(tag)).expect("namespace");
@@ -33,17 +45,22 @@ fn namespace(tag: &str) -> Netns {
     ns
 }
 
-/// Starts `loopguard ARGS` in `ns`; returns the child, its stdout lines and its stderr lines
-/// as channels.
-fn spawn(ns: &Netns, args: &[&str]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
-    let mut child = Command::new("ip")
+/// Starts `loopguard ARGS` in `ns` with piped standard output and error, without `RUST_LOG`.
+fn start(ns: &Netns, args: &[&str]) -> Child {
+    Command::new("ip")
         .args(["netns", "exec", ns.name(), BIN])
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("runs loopguard");
+        .expect("runs loopguard")
+}
+
+/// Starts `loopguard ARGS` in `ns`; returns the child, its stdout lines and its stderr lines
+/// as channels.
+fn spawn(ns: &Netns, args: &[&str]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut child = start(ns, args);
     let lines = |r: Box<dyn std::io::Read + Send>| {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -150,19 +167,7 @@ fn routes_apply_watch_restores_deleted_rules_and_removes_everything_on_sigterm()
         "32001",
     ])
     .unwrap();
-    let (mut child, out, err) = spawn(
-        &ns,
-        &[
-            "routes",
-            "apply",
-            "--dev",
-            "lg-tun0",
-            "--route",
-            "0.0.0.0/0",
-            "--watch",
-            "--json",
-        ],
-    );
+    let (mut child, out, err) = spawn(&ns, APPLY_WATCH_JSON);
     wait_for_line(&err, "keeping the routes asserted");
     let applied: Value = serde_json::from_str(&wait_for_line(&out, "rules_added")).unwrap();
     assert_eq!(applied["rules_added"], 2, "{applied}");
@@ -214,14 +219,7 @@ fn spawn_head1(
     ns: &Netns,
     args: &[&str],
 ) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), BIN])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs loopguard");
+    let mut child = start(ns, args);
     let stdout = child.stdout.take().unwrap();
     let (first_tx, first) = mpsc::channel();
     std::thread::spawn(move || {
@@ -268,19 +266,7 @@ fn routes_apply_watch_prints_each_restore_and_removes_everything_on_sighup() {
         return;
     }
     let ns = namespace("whup");
-    let (mut child, out, err) = spawn(
-        &ns,
-        &[
-            "routes",
-            "apply",
-            "--dev",
-            "lg-tun0",
-            "--route",
-            "0.0.0.0/0",
-            "--watch",
-            "--json",
-        ],
-    );
+    let (mut child, out, err) = spawn(&ns, APPLY_WATCH_JSON);
     wait_for_line(&err, "keeping the routes asserted");
     wait_for_line(&out, "rules_added");
     ns.ip(&["rule", "del", "priority", "32000"]).unwrap();
@@ -346,19 +332,7 @@ fn routes_apply_watch_removes_its_state_when_its_reader_goes_away() {
         return;
     }
     let ns = namespace("wpipr");
-    let (mut child, first, err) = spawn_head1(
-        &ns,
-        &[
-            "routes",
-            "apply",
-            "--dev",
-            "lg-tun0",
-            "--route",
-            "0.0.0.0/0",
-            "--watch",
-            "--json",
-        ],
-    );
+    let (mut child, first, err) = spawn_head1(&ns, APPLY_WATCH_JSON);
     wait_for_line(&err, "keeping the routes asserted");
     let line = first.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(line.contains("rules_added"), "{line}");

@@ -150,6 +150,22 @@ fn leaked(ns: &Netns, echo: &EchoServers, targets: &[SocketAddr]) -> u64 {
     total
 }
 
+/// Stops the sender and asserts that none of its datagrams left through the uplink; (sent,
+/// refused by the kernel).
+fn assert_none_leaked(
+    unmarked: Unmarked,
+    ns: &Netns,
+    echo: &EchoServers,
+    targets: &[SocketAddr],
+) -> (u64, u64) {
+    let (sent, refused) = unmarked.stop();
+    let leaks = leaked(ns, echo, targets);
+    println!("unmarked: {sent} sent, {refused} refused by the kernel, {leaks} left by the uplink");
+    assert_eq!(leaks, 0, "unmarked datagrams left through the uplink");
+    assert!(sent + refused > 0, "the sender sent nothing");
+    (sent, refused)
+}
+
 /// A keeper running on a thread of the client namespace, its events forwarded as text.
 struct RunningKeeper {
     events: mpsc::Receiver<String>,
@@ -282,11 +298,7 @@ fn device_flap(tag: &str, with_reader: bool) {
         println!("round {round}: routes back {back:?} after the TUN came up (target < 1 s)");
         keeper.wait_event("restored IPv4 routes");
     }
-    let (sent, refused) = unmarked.stop();
-    let leaks = leaked(ns, &echo, &targets);
-    println!("unmarked: {sent} sent, {refused} refused by the kernel, {leaks} left by the uplink");
-    assert_eq!(leaks, 0, "unmarked datagrams left through the uplink");
-    assert!(sent > 0, "the sender sent nothing");
+    assert_none_leaked(unmarked, ns, &echo, &targets);
     let report = keeper.stop();
     assert!(report.restores >= 2, "{report:?}");
     drop(reader);
@@ -333,10 +345,7 @@ fn ipv6_routes_come_back_when_ipv6_is_enabled_again_on_the_tun() {
     });
     println!("IPv6 routes back {back:?} after disable_ipv6=0 (target < 1 s)");
     keeper.wait_event("every piece is in place again");
-    let (sent, refused) = unmarked.stop();
-    let leaks = leaked(ns, &echo, &targets);
-    println!("unmarked: {sent} sent, {refused} refused, {leaks} left by the uplink");
-    assert_eq!(leaks, 0, "unmarked datagrams left through the uplink");
+    assert_none_leaked(unmarked, ns, &echo, &targets);
     keeper.stop();
 }
 
@@ -367,10 +376,7 @@ fn a_renamed_tun_is_followed_by_its_index() {
     wait_until("the deleted rule restored", || {
         ns.ip(&["-4", "rule", "show"]).unwrap().contains("32000:")
     });
-    let (sent, refused) = unmarked.stop();
-    let leaks = leaked(ns, &echo, &targets);
-    println!("unmarked: {sent} sent, {refused} refused, {leaks} left by the uplink");
-    assert_eq!(leaks, 0, "unmarked datagrams left through the uplink");
+    assert_none_leaked(unmarked, ns, &echo, &targets);
     keeper.stop();
 }
 
@@ -401,10 +407,7 @@ fn a_tun_deleted_and_created_again_gets_its_routes_and_rules_stay_meanwhile() {
     });
     println!("routes back {back:?} after the new TUN came up (target < 1 s)");
     keeper.wait_event("was re-created");
-    let (sent, refused) = unmarked.stop();
-    let leaks = leaked(ns, &echo, &targets);
-    println!("unmarked: {sent} sent, {refused} refused, {leaks} left by the uplink");
-    assert_eq!(leaks, 0, "unmarked datagrams left through the uplink");
+    let (_, refused) = assert_none_leaked(unmarked, ns, &echo, &targets);
     assert!(refused > 0, "nothing was refused while the TUN was gone");
     keeper.stop();
 }
