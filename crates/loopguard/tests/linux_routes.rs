@@ -1166,3 +1166,65 @@ fn ipv6_disabled_on_the_tun_or_everywhere_is_named_and_changes_nothing() {
             .expect("IPv4 only");
     }
 }
+
+#[test]
+fn another_programs_nftables_table_of_our_name_is_refused_and_never_touched() {
+    if loopguard_lab::skip_unprivileged("another_programs_nftables_table_of_our_name") {
+        return;
+    }
+    let config = GuardConfig::default();
+    let name = format!("loopguard_{}", config.table());
+    for (what, table) in [
+        (
+            "with a comment",
+            format!("table inet {name} {{\n comment \"fw\"\n chain c {{\n counter\n }}\n}}\n"),
+        ),
+        (
+            "without one",
+            format!("table inet {name} {{\n chain c {{\n counter\n }}\n}}\n"),
+        ),
+    ] {
+        let ns = client();
+        let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));
+        std::fs::write(&file, &table).unwrap();
+        ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let theirs = ns.exec("nft", &["list", "table", "inet", &name]).unwrap();
+        let before = snapshot(&ns, config.table());
+        let e = ns
+            .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+            .unwrap()
+            .expect_err("apply over another program's table");
+        println!("{what}: {e}");
+        assert!(
+            matches!(&e, RoutesError::ForeignConntrackTable { table, .. } if *table == name),
+            "{what}: {e:?}"
+        );
+        assert_eq!(
+            snapshot(&ns, config.table()),
+            before,
+            "{what}: something changed"
+        );
+        ns.run(|| block_on(TunnelRoutes::new(config).remove()))
+            .unwrap()
+            .expect("remove");
+        ns.run(|| block_on(TunnelRoutes::new(config).remove_all()))
+            .unwrap()
+            .expect("remove all");
+        assert_eq!(
+            ns.exec("nft", &["list", "table", "inet", &name]).unwrap(),
+            theirs,
+            "{what}: their table was touched"
+        );
+    }
+    // Ours carries the comment that tells it apart.
+    let ns = client();
+    ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap()
+        .expect("apply");
+    let ours = ns.exec("nft", &["list", "table", "inet", &name]).unwrap();
+    assert!(ours.contains("comment \"loopguard\""), "{ours}");
+    ns.run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0"]))))
+        .unwrap()
+        .expect("apply again over our own table");
+}

@@ -82,6 +82,27 @@ pub enum RoutesError {
         /// The lock file.
         lock: std::path::PathBuf,
     },
+    /// An nftables table of the name loopguard uses exists but was not created by
+    /// loopguard (it lacks the comment `loopguard`, or a process owns it): it is never
+    /// replaced or deleted.
+    #[error(
+        "nftables table inet {table} belongs to another program ({}): loopguard neither \
+         replaces nor deletes it; choose another table, or delete it if it is a leftover \
+         (nft delete table inet {table})",
+        match (comment, owner) {
+            (_, Some(p)) => format!("owned by netlink port {p}"),
+            (Some(c), None) => format!("comment {c:?}"),
+            (None, None) => "no loopguard comment".to_owned(),
+        }
+    )]
+    ForeignConntrackTable {
+        /// The table's name.
+        table: String,
+        /// Its comment, if any.
+        comment: Option<String>,
+        /// The netlink port id owning it, if owned.
+        owner: Option<u32>,
+    },
     /// IPv6 is disabled on the tunnel's device (`net.ipv6.conf.DEV.disable_ipv6=1`): the
     /// kernel has dropped its IPv6 routes and refuses new ones.
     #[error(

@@ -273,6 +273,9 @@ impl TunnelRoutes {
                 rule: other.selector(),
             });
         }
+        if let nft::TableState::Foreign(info) = nft::state(&self.conntrack_table()).await? {
+            return Err(nft::foreign(&self.conntrack_table(), info));
+        }
         let rules = self.our_rules(&mut nl).await?;
         let observed: Vec<ObservedRule> = rules.iter().map(|(o, _)| o.clone()).collect();
         let wanted = WantedRule::for_families(&self.config, &families);
@@ -473,7 +476,8 @@ impl TunnelRoutes {
             report.routes_removed += 1;
         }
         let table = self.conntrack_table();
-        if nft::exists(&table).await? {
+        // Only ours: a table of this name without loopguard's comment is somebody else's.
+        if nft::state(&table).await? == nft::TableState::Ours {
             nft::remove(&table).await?;
             report.conntrack_table_removed = true;
             report.conntrack_tables.push(table);
@@ -548,7 +552,8 @@ impl TunnelRoutes {
             });
         }
         let table = self.conntrack_table();
-        state.conntrack_table = nft::exists(&table).await?.then_some(table);
+        state.conntrack_table =
+            (nft::state(&table).await? == nft::TableState::Ours).then_some(table);
         for o in self.all_rules(&mut nl).await? {
             if plan::is_our_rule(&o, &self.config, self.protocol) || plan::is_kernel_default(&o) {
                 continue;

@@ -12,6 +12,10 @@
 //!   `meta mark & MASK == MARK  ct mark set ct mark & ~MASK | MARK`: guarded sockets' flows
 //!   remember their mark in conntrack.
 //!
+//! The table carries the comment `loopguard` (user data in libnftnl's format, so `nft list`
+//! prints `comment "loopguard"`): a table of that name without it belongs to somebody else
+//! and is never replaced or deleted.
+//!
 //! Only the mask's bits are written, in both directions: the other bits of a packet's mark
 //! and of its conntrack mark belong to other programs (kube-proxy, Tailscale, firewalls) and
 //! are kept.
@@ -38,6 +42,13 @@ const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USERDATA: u16 = 6;
+const NFTA_TABLE_OWNER: u16 = 7;
+/// `NFT_TABLE_F_OWNER`: the table belongs to the netlink socket that created it.
+const NFT_TABLE_F_OWNER: u32 = 2;
+/// libnftnl's `NFTNL_UDATA_TABLE_COMMENT`: the type of a table comment in its user data.
+const UDATA_TABLE_COMMENT: u8 = 0;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
@@ -94,8 +105,80 @@ pub(crate) fn table_name(table: u32) -> String {
     format!("{TABLE_PREFIX}{table}")
 }
 
-/// The names of every `inet` nftables table whose name starts with [`TABLE_PREFIX`]: the
-/// tables loopguard created, for any routing table.
+/// The comment every table loopguard creates carries.
+const COMMENT: &str = "loopguard";
+
+/// The table's user data: [`COMMENT`] as a libnftnl comment (type, length, text and NUL).
+fn our_userdata() -> Vec<u8> {
+    let mut v = vec![UDATA_TABLE_COMMENT, (COMMENT.len() + 1) as u8];
+    v.extend_from_slice(COMMENT.as_bytes());
+    v.push(0);
+    v
+}
+
+/// What a table message says about the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableInfo {
+    pub name: Option<String>,
+    /// The comment in its user data, if it has one in libnftnl's format.
+    pub comment: Option<String>,
+    /// The netlink port id of the socket owning it (`NFT_TABLE_F_OWNER`), if owned.
+    pub owner: Option<u32>,
+}
+
+impl TableInfo {
+    /// Whether loopguard created it: our comment and no owner. A kernel that keeps no table
+    /// user data (before Linux 5.13) shows no comment on any table, so there a table without
+    /// a comment counts as ours, as before comments were used.
+    pub(crate) fn is_ours(&self, kernel_keeps_comments: bool) -> bool {
+        self.owner.is_none()
+            && match self.comment.as_deref() {
+                Some(c) => c == COMMENT,
+                None => !kernel_keeps_comments,
+            }
+    }
+}
+
+/// Whether the running kernel keeps a table's user data (`NFTA_TABLE_USERDATA`, Linux 5.13
+/// and later); read once from `uname`.
+fn kernel_keeps_comments() -> bool {
+    static KEEPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEPS.get_or_init(|| {
+        // SAFETY: an all-zero utsname is valid; uname only writes it.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: `u` is valid for writes for the duration of the call.
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return true;
+        }
+        // SAFETY: uname NUL-terminates `release`.
+        let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+        release_at_least(&release.to_string_lossy(), (5, 13))
+    })
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least `major.minor`; an
+/// unreadable one counts as new.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// Whether the table of a name is there, and whose it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TableState {
+    Absent,
+    Ours,
+    /// Somebody else's table of that name: never replaced nor deleted.
+    Foreign(TableInfo),
+}
+
+/// The names of every `inet` nftables table loopguard created (name starting with
+/// [`TABLE_PREFIX`], our comment), for any routing table.
 pub(crate) async fn our_tables() -> Result<Vec<String>, RoutesError> {
     let mut w = Writer::default();
     w.message(
@@ -110,9 +193,10 @@ pub(crate) async fn our_tables() -> Result<Vec<String>, RoutesError> {
     let op = "listing nftables tables".to_owned();
     exchange_with(&w.buf, &[(1, op)], &mut |kind, body| {
         if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
-            if let Some(name) = table_name_attribute(body) {
+            let info = table_info(body);
+            if let (Some(name), true) = (&info.name, info.is_ours(kernel_keeps_comments())) {
                 if name.starts_with(TABLE_PREFIX) {
-                    names.push(name);
+                    names.push(name.clone());
                 }
             }
         }
@@ -123,27 +207,62 @@ pub(crate) async fn our_tables() -> Result<Vec<String>, RoutesError> {
     Ok(names)
 }
 
-/// `NFTA_TABLE_NAME` of a table message body (after `struct nfgenmsg`).
-fn table_name_attribute(body: &[u8]) -> Option<String> {
-    let mut attrs = body.get(4..)?;
+/// The name, comment and owner of a table message body (after `struct nfgenmsg`); what is
+/// malformed is left out.
+fn table_info(body: &[u8]) -> TableInfo {
+    let mut info = TableInfo::default();
+    let mut flags = 0;
+    let mut owner = None;
+    let mut attrs = body.get(4..).unwrap_or_default();
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
         let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
         if len < 4 || len > attrs.len() {
-            return None;
+            break;
         }
-        if kind == NFTA_TABLE_NAME {
-            let value = &attrs[4..len];
-            let value = value.split(|b| *b == 0).next().unwrap_or(value);
-            return String::from_utf8(value.to_vec()).ok();
+        let value = &attrs[4..len];
+        match kind {
+            NFTA_TABLE_NAME => info.name = c_string(value),
+            // Numbers in nf_tables attributes are big-endian.
+            NFTA_TABLE_FLAGS if value.len() == 4 => {
+                flags = u32::from_be_bytes([value[0], value[1], value[2], value[3]])
+            }
+            NFTA_TABLE_OWNER if value.len() == 4 => {
+                owner = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
+            }
+            NFTA_TABLE_USERDATA => info.comment = comment_of(value),
+            _ => {}
         }
         attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+    }
+    info.owner = owner.filter(|_| flags & NFT_TABLE_F_OWNER != 0);
+    info
+}
+
+/// The text up to the first NUL, if it is UTF-8.
+fn c_string(value: &[u8]) -> Option<String> {
+    let value = value.split(|b| *b == 0).next().unwrap_or(value);
+    String::from_utf8(value.to_vec()).ok()
+}
+
+/// The comment among libnftnl user data (type-length-value records).
+fn comment_of(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (kind, len) = (udata[0], usize::from(udata[1]));
+        let value = udata.get(2..2 + len)?;
+        if kind == UDATA_TABLE_COMMENT {
+            return c_string(value);
+        }
+        udata = &udata[2 + len..];
     }
     None
 }
 
 /// Creates (or re-creates, atomically) the table with the save and restore rules.
 pub(crate) async fn install(table: &str, mark: u32, mask: u32) -> Result<(), RoutesError> {
+    if let TableState::Foreign(info) = state(table).await? {
+        return Err(foreign(table, info));
+    }
     let mut b = Batch::new();
     // "add, delete, add with contents" in one transaction: idempotent, and never a moment
     // without the rules when they were there already.
@@ -163,7 +282,10 @@ pub(crate) async fn install(table: &str, mark: u32, mask: u32) -> Result<(), Rou
         NFT_MSG_NEWTABLE,
         F_CREATE,
         format!("creating nftables table inet {table}"),
-        |m| m.str(NFTA_TABLE_NAME, table),
+        |m| {
+            m.str(NFTA_TABLE_NAME, table);
+            m.attr(NFTA_TABLE_USERDATA, &our_userdata());
+        },
     );
     for (chain, hook) in [
         ("prerouting", NF_INET_PRE_ROUTING),
@@ -233,8 +355,8 @@ pub(crate) async fn remove(table: &str) -> Result<(), RoutesError> {
     b.run().await
 }
 
-/// Whether the table exists.
-pub(crate) async fn exists(table: &str) -> Result<bool, RoutesError> {
+/// Whether the table is there, and whether loopguard created it.
+pub(crate) async fn state(table: &str) -> Result<TableState, RoutesError> {
     let mut w = Writer::default();
     let op = format!("looking up nftables table inet {table}");
     w.message(
@@ -245,12 +367,31 @@ pub(crate) async fn exists(table: &str) -> Result<bool, RoutesError> {
         0,
         |m| m.str(NFTA_TABLE_NAME, table),
     );
-    match exchange(&w.buf, &[(1, op)]).await {
-        Ok(()) => Ok(true),
+    let mut info = None;
+    let answer = exchange_with(&w.buf, &[(1, op)], &mut |kind, body| {
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+            info = Some(table_info(body));
+        }
+    })
+    .await;
+    match answer {
+        Ok(()) => Ok(match info {
+            Some(i) if !i.is_ours(kernel_keeps_comments()) => TableState::Foreign(i),
+            _ => TableState::Ours,
+        }),
         Err(RoutesError::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
+            Ok(TableState::Absent)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The refusal for somebody else's table of our name.
+pub(crate) fn foreign(table: &str, info: TableInfo) -> RoutesError {
+    RoutesError::ForeignConntrackTable {
+        table: table.to_owned(),
+        comment: info.comment,
+        owner: info.owner,
     }
 }
 
@@ -598,6 +739,19 @@ mod tests {
     }
 
     #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        for (release, new_enough) in [
+            ("6.18.44-fc-v657", true),
+            ("5.13.0", true),
+            ("5.10.0-28-amd64", false),
+            ("4.19.325", false),
+            ("weird", true),
+        ] {
+            assert_eq!(release_at_least(release, (5, 13)), new_enough, "{release}");
+        }
+    }
+
+    #[test]
     fn attributes_are_padded_and_nests_measured() {
         let mut w = Writer::default();
         w.nest(7, |w| w.str(1, "ab"));
@@ -628,16 +782,45 @@ mod tests {
     }
 
     #[test]
-    fn table_names_are_read_from_a_table_message_body() {
+    fn table_names_comments_and_owners_are_read_from_a_table_message_body() {
         let mut w = Writer::default();
         w.buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]); // struct nfgenmsg
-        w.be32(4, 7); // NFTA_TABLE_FLAGS first
+        w.be32(NFTA_TABLE_FLAGS, 0);
         w.str(NFTA_TABLE_NAME, "loopguard_51820");
+        w.attr(NFTA_TABLE_USERDATA, &our_userdata());
+        let info = table_info(&w.buf);
+        assert_eq!(info.name.as_deref(), Some("loopguard_51820"));
+        assert_eq!(info.comment.as_deref(), Some("loopguard"));
+        assert!(info.is_ours(true));
+        // libnftnl's layout: type 0 (comment), length 10, "loopguard" and its NUL.
+        assert_eq!(our_userdata()[..2], [0, 10]);
+        assert_eq!(&our_userdata()[2..], b"loopguard\0");
+
+        // Another program's table of the same name: no comment, or another one, or owned.
+        let mut bare = Writer::default();
+        bare.buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+        bare.str(NFTA_TABLE_NAME, "loopguard_51820");
+        assert!(!table_info(&bare.buf).is_ours(true));
+        // Before Linux 5.13 no table has a comment: a bare one is taken as ours.
+        assert!(table_info(&bare.buf).is_ours(false));
+        let mut owned = Writer::default();
+        owned.buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+        owned.str(NFTA_TABLE_NAME, "loopguard_51820");
+        owned.be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+        owned.be32(NFTA_TABLE_OWNER, 4242);
+        owned.attr(NFTA_TABLE_USERDATA, &our_userdata());
+        let info = table_info(&owned.buf);
+        assert_eq!(info.owner, Some(4242));
+        assert!(!info.is_ours(true));
+        assert!(!info.is_ours(false));
+        // Several user data records, the comment second; and truncated input.
+        let udata = [1, 2, 9, 9, 0, 4, b'f', b'w', b'd', 0];
+        assert_eq!(comment_of(&udata).as_deref(), Some("fwd"));
+        assert_eq!(comment_of(&[0, 9, b'x']), None);
+        assert_eq!(table_info(&w.buf[..6]), TableInfo::default());
         assert_eq!(
-            table_name_attribute(&w.buf).as_deref(),
-            Some("loopguard_51820")
+            table_info(&[0, 0, 0, 0, 200, 0, 1, 0]),
+            TableInfo::default()
         );
-        assert_eq!(table_name_attribute(&w.buf[..6]), None);
-        assert_eq!(table_name_attribute(&[0, 0, 0, 0, 200, 0, 1, 0]), None);
     }
 }

@@ -147,7 +147,7 @@ impl TunnelRoutes {
         let sysctls_ok = wanted_sysctls()
             .iter()
             .all(|(k, v)| sysctl::read(k).is_ok_and(|now| now == *v));
-        let conntrack_table = nft::exists(&self.conntrack_table()).await?;
+        let conntrack_table = nft::state(&self.conntrack_table()).await? == nft::TableState::Ours;
         let mut unmarked = Vec::new();
         for family in plan::families(prefixes) {
             if let Some(dst) = check::probe_destination(prefixes, family) {
@@ -249,14 +249,19 @@ impl TunnelRoutes {
         Ok(written)
     }
 
-    /// Installs the nftables table when it is missing; whether it was.
+    /// Installs the nftables table when it is missing; whether it was. Somebody else's table
+    /// of the name is an error, never replaced.
     async fn repair_conntrack_table(&self) -> Result<bool, RoutesError> {
         let table = self.conntrack_table();
-        if nft::exists(&table).await? {
-            return Ok(false);
+        match nft::state(&table).await? {
+            nft::TableState::Ours => Ok(false),
+            // Another program's table took the name: refused, and reported once.
+            nft::TableState::Foreign(info) => Err(nft::foreign(&table, info)),
+            nft::TableState::Absent => {
+                nft::install(&table, self.config.mark(), self.config.mask()).await?;
+                Ok(true)
+            }
         }
-        nft::install(&table, self.config.mark(), self.config.mask()).await?;
-        Ok(true)
     }
 
     /// Puts back the routes of one family: the last-resort routes always, the device's
