@@ -1228,3 +1228,46 @@ fn another_programs_nftables_table_of_our_name_is_refused_and_never_touched() {
         .unwrap()
         .expect("apply again over our own table");
 }
+
+#[test]
+fn an_apply_that_fails_halfway_removes_what_it_added() {
+    if loopguard_lab::skip_unprivileged("an_apply_that_fails_halfway_removes_what_it_added") {
+        return;
+    }
+    let ns = client();
+    let config = GuardConfig::default();
+    let t = config.table().to_string();
+    // Another program's `unreachable ::/0` exactly where loopguard's last-resort IPv6 route
+    // goes: the kernel refuses ours (EEXIST) after the IPv4 routes, the sysctls and the
+    // nftables table are in.
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "unreachable",
+        "default",
+        "metric",
+        "4294967295",
+        "table",
+        &t,
+        "proto",
+        "static",
+    ])
+    .unwrap();
+    ns.sysctl("net.ipv4.fwmark_reflect", "0").unwrap();
+    let before = snapshot(&ns, config.table());
+    let tables_before = ns.exec("nft", &["list", "tables"]).unwrap();
+    let e = ns
+        .run(|| block_on(TunnelRoutes::new(config).apply(TUN, &nets(&["0.0.0.0/0", "::/0"]))))
+        .unwrap()
+        .expect_err("apply over a conflicting route");
+    println!("{e}");
+    assert!(e.to_string().contains("unreachable ::/0"), "{e}");
+    assert_eq!(snapshot(&ns, config.table()), before, "not rolled back");
+    assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap(), tables_before);
+    assert_eq!(read_sysctl(&ns, "net.ipv4.fwmark_reflect"), "0");
+    assert!(
+        table_routes(&ns, "-6", &t).contains("unreachable default"),
+        "the other program's route went"
+    );
+}

@@ -229,7 +229,10 @@ impl TunnelRoutes {
     /// Installs `prefixes` on `dev` in the tunnel's table and the rules for their families,
     /// removes what a killed run left, and sets up what strict `rp_filter` needs.
     ///
-    /// Idempotent. Input is checked before anything changes: an unknown device is
+    /// Idempotent, and everything or nothing: when a step fails while installing, what this
+    /// call added (routes, rules, the nftables table) is removed again and the sysctls it set
+    /// are put back, if nobody changed them since; stale leftovers it deleted stay deleted.
+    /// Input is checked before anything changes: an unknown device is
     /// [`RoutesError::NoSuchDevice`], a device that is not up [`RoutesError::DeviceDown`], an
     /// empty list [`RoutesError::NoPrefixes`], a route of somebody else where one of ours
     /// must go [`RoutesError::ForeignRoute`], a priority whose rules would come after an
@@ -302,41 +305,59 @@ impl TunnelRoutes {
         if sysctl::ipv6_available() {
             keys.extend(sysctl::IPV6);
         }
-        for (key, value) in keys {
-            report.sysctls.push(sysctl::set(key, value)?);
+        // Everything or nothing: what this run adds is recorded, and removed again if a
+        // later step fails (what it deleted as stale stays deleted).
+        let mut undo = Undo {
+            conntrack_table_created: nft::state(&report.conntrack_table).await?
+                == nft::TableState::Absent,
+            ..Undo::default()
+        };
+        let installed: Result<(), RoutesError> = async {
+            for (key, value) in keys {
+                report.sysctls.push(sysctl::set(key, value)?);
+            }
+            nft::install(
+                &report.conntrack_table,
+                self.config.mark(),
+                self.config.mask(),
+            )
+            .await?;
+            // Routes before rules: when the rules appear, the table is already complete.
+            // New routes before stale ones go: moving the tunnel to another device never
+            // leaves a prefix without a route (it would fall through to `main` meanwhile).
+            let (added, removed) = install_routes(
+                &mut nl,
+                &routes,
+                &route_plan,
+                RouteTarget {
+                    dev,
+                    oif,
+                    table,
+                    protocol: self.protocol,
+                },
+                &mut undo.routes,
+            )
+            .await?;
+            report.routes_added += added;
+            report.routes_removed += removed;
+            for &i in &rule_plan.delete {
+                let (o, m) = &rules[i];
+                let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
+                nl.del_rule(m.clone(), &op).await?;
+                report.rules_removed += 1;
+            }
+            for w in &rule_plan.add {
+                let op = format!("adding rule priority {}", w.priority());
+                nl.add_rule(w.message(self.protocol), &op).await?;
+                undo.rules.push(w.message(self.protocol));
+                report.rules_added += 1;
+            }
+            Ok(())
         }
-        nft::install(
-            &report.conntrack_table,
-            self.config.mark(),
-            self.config.mask(),
-        )
-        .await?;
-
-        // Routes before rules: when the rules appear, the table is already complete. New
-        // routes before stale ones go: moving the tunnel to another device never leaves a
-        // prefix without a route (it would fall through to `main` meanwhile).
-        let (added, removed) = install_routes(
-            &mut nl,
-            &routes,
-            &route_plan,
-            dev,
-            oif,
-            table,
-            self.protocol,
-        )
-        .await?;
-        report.routes_added += added;
-        report.routes_removed += removed;
-        for i in rule_plan.delete {
-            let (o, m) = &rules[i];
-            let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
-            nl.del_rule(m.clone(), &op).await?;
-            report.rules_removed += 1;
-        }
-        for w in &rule_plan.add {
-            let op = format!("adding rule priority {}", w.priority());
-            nl.add_rule(w.message(self.protocol), &op).await?;
-            report.rules_added += 1;
+        .await;
+        if let Err(e) = installed {
+            self.roll_back(&mut nl, undo, &report).await;
+            return Err(e);
         }
         // Check the work: the real rule order, then where packets really go.
         let all = self.all_rules(&mut nl).await?;
@@ -614,24 +635,73 @@ impl TunnelRoutes {
     }
 }
 
-/// Carries out `plan` on `table`: last-resort routes first, then the device's routes (beside
-/// a stale route of the same prefix when one is being replaced), and only then deletes the
-/// stale routes. Returns how many routes were added and deleted.
+/// Where [`install_routes`] puts the device's routes.
+#[derive(Clone, Copy, Debug)]
+struct RouteTarget<'a> {
+    dev: &'a str,
+    oif: u32,
+    table: u32,
+    protocol: u8,
+}
+
+/// What one `apply` added, to remove again if a later step fails.
+#[derive(Debug, Default)]
+struct Undo {
+    routes: Vec<netlink_packet_route::route::RouteMessage>,
+    rules: Vec<netlink_packet_route::rule::RuleMessage>,
+    /// The nftables table did not exist before.
+    conntrack_table_created: bool,
+}
+
+impl TunnelRoutes {
+    /// Removes what a failed `apply` added (rules, routes, the nftables table if it created
+    /// it) and puts back the sysctls it changed, if nobody changed them since. Best effort:
+    /// a step that fails is logged and the others still run.
+    async fn roll_back(&self, nl: &mut Rtnl, undo: Undo, report: &ApplyReport) {
+        for m in undo.rules.into_iter().rev() {
+            if let Err(e) = nl.del_rule(m, "rolling back an added rule").await {
+                tracing::warn!(error = %e, "apply failed and an added rule stays");
+            }
+        }
+        for m in undo.routes.into_iter().rev() {
+            if let Err(e) = nl.del_route(m, "rolling back an added route").await {
+                tracing::warn!(error = %e, "apply failed and an added route stays");
+            }
+        }
+        if undo.conntrack_table_created {
+            if let Err(e) = nft::remove(&report.conntrack_table).await {
+                tracing::warn!(error = %e, "apply failed and its nftables table stays");
+            }
+        }
+        if let Err(e) = restore_sysctls(&report.sysctls) {
+            tracing::warn!(error = %e, "apply failed and a sysctl it set stays");
+        }
+    }
+}
+
+/// Carries out `plan` on the target's table: last-resort routes first, then the device's
+/// routes (beside a stale route of the same prefix when one is being replaced), and only
+/// then deletes the stale routes. Every route added is pushed to `added`. Returns how many
+/// routes were added and deleted.
 async fn install_routes(
     nl: &mut Rtnl,
     observed: &[(ObservedRoute, netlink_packet_route::route::RouteMessage)],
     plan: &plan::RoutePlan,
-    dev: &str,
-    oif: u32,
-    table: u32,
-    protocol: u8,
+    target: RouteTarget<'_>,
+    added: &mut Vec<netlink_packet_route::route::RouteMessage>,
 ) -> Result<(usize, usize), RoutesError> {
-    let (mut added, mut removed) = (0, 0);
+    let RouteTarget {
+        dev,
+        oif,
+        table,
+        protocol,
+    } = target;
+    let (before, mut removed) = (added.len(), 0);
     for prefix in &plan.add_terminal {
         let op = format!("adding last-resort route unreachable {prefix} table {table}");
-        nl.add_route(plan::terminal_message(prefix, table, protocol), &op)
-            .await?;
-        added += 1;
+        let message = plan::terminal_message(prefix, table, protocol);
+        nl.add_route(message.clone(), &op).await?;
+        added.push(message);
     }
     let replaced: std::collections::HashSet<IpNet> =
         plan.delete.iter().map(|&i| observed[i].0.prefix).collect();
@@ -639,11 +709,11 @@ async fn install_routes(
         let op = format!("adding route {prefix} dev {dev} table {table}");
         let message = plan::route_message(prefix, oif, table, protocol);
         if replaced.contains(prefix) {
-            nl.add_route_beside(message, &op).await?;
+            nl.add_route_beside(message.clone(), &op).await?;
         } else {
-            nl.add_route(message, &op).await?;
+            nl.add_route(message.clone(), &op).await?;
         }
-        added += 1;
+        added.push(message);
     }
     for &i in &plan.delete {
         let (o, m) = &observed[i];
@@ -651,7 +721,7 @@ async fn install_routes(
         nl.del_route(m.clone(), &op).await?;
         removed += 1;
     }
-    Ok((added, removed))
+    Ok((added.len() - before, removed))
 }
 
 /// Where the kernel sends a packet to `dst` with `mark`; "no route" is an answer, other

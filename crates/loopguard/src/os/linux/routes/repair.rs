@@ -13,7 +13,8 @@ use ipnet::IpNet;
 
 use super::plan::{self, ObservedRoute, ObservedRule, WantedRule};
 use super::{
-    check, install_routes, nft, path_end, sysctl, Family, PathEnd, RoutesError, Rtnl, TunnelRoutes,
+    check, install_routes, nft, path_end, sysctl, Family, PathEnd, RouteTarget, RoutesError, Rtnl,
+    TunnelRoutes,
 };
 
 /// The tunnel's device as the keeper follows it: by index first (a rename keeps the index),
@@ -292,9 +293,13 @@ impl TunnelRoutes {
                 .delete
                 .retain(|&i| observed[i].is_terminal(table, self.protocol));
         }
-        let name = device.map_or("", |d| d.name.as_str());
-        let (added, _) =
-            install_routes(nl, &routes, &route_plan, name, oif, table, self.protocol).await?;
+        let target = RouteTarget {
+            dev: device.map_or("", |d| d.name.as_str()),
+            oif,
+            table,
+            protocol: self.protocol,
+        };
+        let (added, _) = install_routes(nl, &routes, &route_plan, target, &mut Vec::new()).await?;
         Ok(added)
     }
 
