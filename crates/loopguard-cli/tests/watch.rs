@@ -352,3 +352,35 @@ fn routes_apply_watch_removes_its_state_when_its_reader_goes_away() {
         "left behind after the pipe closed:\n{rules}"
     );
 }
+
+#[test]
+fn a_second_routes_apply_watch_of_the_same_configuration_is_refused_naming_the_first() {
+    if skip_unprivileged("a_second_routes_apply_watch_is_refused") {
+        return;
+    }
+    let ns = namespace("wtwo");
+    let (mut first, out, err) = spawn(&ns, APPLY_WATCH_JSON);
+    wait_for_line(&err, "keeping the routes asserted");
+    wait_for_line(&out, "rules_added");
+    let second = Command::new("ip")
+        .args(["netns", "exec", ns.name(), BIN])
+        .args(APPLY_WATCH_JSON)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs loopguard");
+    let text = String::from_utf8_lossy(&second.stderr);
+    println!("second: {text}");
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", first.id())),
+        "the refusal does not name the first keeper: {text}"
+    );
+    // The refused one changed nothing: the first still keeps, and stops cleanly.
+    ns.ip(&["rule", "del", "priority", "32000"]).unwrap();
+    let event: Value = serde_json::from_str(&wait_for_line(&out, "\"event\"")).unwrap();
+    assert_eq!(event["event"], "restored", "{event}");
+    let status = terminate(&mut first);
+    assert!(status.success(), "{status:?}");
+    let rules = ns.ip(&["rule", "show"]).unwrap();
+    assert_eq!(rules.matches("32000:").count(), 0, "{rules}");
+}
