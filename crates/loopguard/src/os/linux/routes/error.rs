@@ -70,17 +70,16 @@ pub enum RoutesError {
     /// other keeps.
     #[error(
         "another loopguard keeper{} already keeps table {table} in this network namespace \
-         (lock {}): stop it first",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-        lock.display()
+         (lock {lock}): stop it first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     AlreadyKept {
         /// The table.
         table: u32,
         /// The holder's process id, when it could be read.
         pid: Option<u32>,
-        /// The lock file.
-        lock: std::path::PathBuf,
+        /// The lock: an abstract Unix socket name, `@loopguard-keeper-table-N`.
+        lock: String,
     },
     /// An nftables table of the name loopguard uses exists but was not created by
     /// loopguard (it lacks the comment `loopguard`, or a process owns it): it is never

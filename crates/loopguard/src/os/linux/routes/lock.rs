@@ -1,64 +1,71 @@
-//! One keeper per configuration: an advisory lock (`flock`) per network namespace and table,
-//! held for as long as a [`RouteKeeper`](super::RouteKeeper) lives. Two keepers of the same
-//! configuration would each restore what the other just restored (duplicate rules), and
-//! stopping one would remove what the other keeps. The kernel drops the lock with the last
-//! descriptor, so a killed keeper never leaves it behind.
+//! One keeper per configuration: a lock per network namespace and table, held for as long as
+//! a [`RouteKeeper`](super::RouteKeeper) lives. Two keepers of the same configuration would
+//! each restore what the other just restored (duplicate rules), and stopping one would remove
+//! what the other keeps.
+//!
+//! The lock is a listening Unix socket with an abstract name (`@loopguard-keeper-table-N`):
+//! abstract names belong to the network namespace, need no file or permission (a keeper
+//! with only `CAP_NET_ADMIN` takes it as well as root), and the kernel frees the name when
+//! the socket closes, so a killed keeper never leaves it behind. A second keeper's `bind`
+//! fails with `EADDRINUSE`; it then connects to learn the holder's pid (`SO_PEERCRED`).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 
 use super::RoutesError;
-
-/// Where the locks live.
-const LOCK_DIR: &str = "/run/loopguard";
 
 /// A held lock; released when dropped.
 #[derive(Debug)]
 pub(crate) struct KeeperLock {
-    _file: File,
+    _socket: UnixListener,
 }
 
-/// The lock file of `table` in the calling thread's network namespace (named by the
-/// namespace's inode, which two namespaces never share while both exist).
-fn lock_path(table: u32) -> Result<PathBuf, RoutesError> {
-    let netns = std::fs::metadata("/proc/thread-self/ns/net")
-        .map_err(|e| RoutesError::os("reading this thread's network namespace", e))?
-        .ino();
-    Ok(PathBuf::from(LOCK_DIR).join(format!("keeper-netns{netns}-table{table}.lock")))
+/// The abstract name of `table`'s lock.
+pub(crate) fn lock_name(table: u32) -> String {
+    format!("loopguard-keeper-table-{table}")
 }
 
-/// Takes the lock of `table` here, or says which process holds it.
+/// Takes the lock of `table` in the calling thread's network namespace, or says which
+/// process holds it.
 pub(crate) fn lock(table: u32) -> Result<KeeperLock, RoutesError> {
-    let path = lock_path(table)?;
-    std::fs::create_dir_all(LOCK_DIR)
-        .map_err(|e| RoutesError::os(format!("creating {LOCK_DIR}"), e))?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| RoutesError::os(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock only reads the descriptor, which `file` keeps open.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(RoutesError::os(format!("locking {}", path.display()), e));
-        }
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Err(RoutesError::AlreadyKept {
+    let name = lock_name(table);
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| RoutesError::os(format!("naming the keeper lock @{name}"), e))?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(socket) => Ok(KeeperLock { _socket: socket }),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(RoutesError::AlreadyKept {
             table,
-            pid: holder.trim().parse().ok(),
-            lock: path,
-        });
+            pid: holder(&addr),
+            lock: format!("@{name}"),
+        }),
+        Err(e) => Err(RoutesError::os(
+            format!("taking the keeper lock @{name}"),
+            e,
+        )),
     }
-    // Who holds it, for the next one's message; the lock itself is the flock.
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = writeln!(file, "{}", std::process::id());
-    Ok(KeeperLock { _file: file })
+}
+
+/// The pid of the process listening on `addr`, from the credentials the kernel recorded
+/// when it listened.
+fn holder(addr: &SocketAddr) -> Option<u32> {
+    let stream = UnixStream::connect_addr(addr).ok()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the pointers describe `cred` and `len`, alive for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
