@@ -326,10 +326,10 @@ mod linux {
         }
         let value = match event {
             KeeperEvent::Restored { piece, count } => {
-                json!({ "event": "restored", "piece": piece.to_string(), "count": count })
+                json!({ "event": "restored", "piece": piece.as_str(), "count": count })
             }
             KeeperEvent::RepairFailed { piece, error } => json!({
-                "event": "repair_failed", "piece": piece.to_string(), "error": error.to_string()
+                "event": "repair_failed", "piece": piece.as_str(), "error": error.to_string()
             }),
             KeeperEvent::DeviceRenamed { index, from, to } => json!({
                 "event": "device_renamed", "index": index, "from": from, "to": to

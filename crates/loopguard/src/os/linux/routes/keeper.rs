@@ -295,8 +295,10 @@ impl Watcher {
                     }
                 },
                 _ = tick.tick() => {
+                    // A probe that keeps failing the same way is no change (the full check
+                    // still runs on time): no repair every tick.
                     last_full.elapsed() >= self.options.recheck_interval
-                        || self.probe().await.is_none_or(|p| Some(p) != known)
+                        || self.probe().await != known
                 }
             };
             if !due {

@@ -55,6 +55,20 @@ pub enum Piece {
     Device,
 }
 
+impl Piece {
+    /// The piece as a `snake_case` word, as `routes apply --watch --json` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Piece::Sysctls => "sysctls",
+            Piece::ConntrackTable => "nftables_table",
+            Piece::Routes(Family::V4) => "ipv4_routes",
+            Piece::Routes(Family::V6) => "ipv6_routes",
+            Piece::Rules => "rules",
+            Piece::Device => "device",
+        }
+    }
+}
+
 impl fmt::Display for Piece {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
