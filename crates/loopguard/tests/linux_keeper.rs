@@ -536,9 +536,24 @@ fn a_second_keeper_of_the_same_configuration_is_refused_and_changes_nothing() {
     let v4 = ns.ip(&["-4", "rule", "show"]).unwrap();
     assert_eq!(v4.matches("32000:").count(), 1, "{v4}");
     keeper.stop();
-    // Stopped: the lock is free again.
+    // Stopped: the lock comes free. Not at the same instant: another thread of this test
+    // binary forking `ip` meanwhile holds a copy of the lock's descriptor until its child
+    // execs (close-on-exec), so wait for it.
+    wait_until("the keeper lock free after the stop", || lock_free(ns));
     let again = RunningKeeper::start(ns, tun, everything());
     again.stop();
+}
+
+/// Whether the default configuration's keeper lock is free in `ns` (taken for a moment).
+fn lock_free(ns: &Netns) -> bool {
+    ns.run(|| {
+        use std::os::linux::net::SocketAddrExt;
+        let name =
+            std::os::unix::net::SocketAddr::from_abstract_name(b"loopguard-keeper-table-19527")
+                .unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&name).is_ok()
+    })
+    .unwrap()
 }
 
 #[test]

@@ -1074,7 +1074,8 @@ fn the_conntrack_mark_keeps_other_programs_bits() {
         .unwrap()
         .expect("apply");
     // Another program sets bit 16 of the conntrack mark before loopguard's output chain
-    // (-150) runs and after conntrack (-200), and counts after it what is left.
+    // (-150) runs and after conntrack (-200), and counts after it what is left of the test
+    // datagram's (port 9: the namespace's own ND and MLD packets are not counted).
     let other = "table inet lg_other {
         chain before {
             type filter hook output priority -180;
@@ -1082,8 +1083,8 @@ fn the_conntrack_mark_keeps_other_programs_bits() {
         }
         chain after {
             type filter hook output priority -100;
-            ct mark & 0x10000 == 0x10000 counter comment \"theirs\"
-            ct mark & 0x30ff == 0x3047 counter comment \"ours\"
+            udp dport 9 ct mark & 0x10000 == 0x10000 counter comment \"theirs\"
+            udp dport 9 ct mark & 0x30ff == 0x3047 counter comment \"ours\"
         }
     }";
     let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));

@@ -8,6 +8,9 @@
 //! with only `CAP_NET_ADMIN` takes it as well as root), and the kernel frees the name when
 //! the socket closes, so a killed keeper never leaves it behind. A second keeper's `bind`
 //! fails with `EADDRINUSE`; it then connects to learn the holder's pid (`SO_PEERCRED`).
+//! "Closes" means its last copy: a child forked by the keeper's process holds one until it
+//! execs (the descriptor is close-on-exec), so in a process that spawns programs the lock
+//! may come free a moment after the keeper stopped.
 
 use std::io;
 use std::os::fd::AsRawFd;
