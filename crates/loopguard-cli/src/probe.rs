@@ -326,8 +326,9 @@ pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
             }
             Some(libc::EMSGSIZE) => format!(
                 "{destination}: the datagram is larger than the path MTU allows: guarded \
-                 sockets set don't-fragment (IP_MTU_DISCOVER = IP_PMTUDISC_PROBE), so the \
-                 kernel refuses it instead of fragmenting ({e})"
+                 sockets set don't-fragment (IP_MTU_DISCOVER = IP_PMTUDISC_PROBE) unless \
+                 asked otherwise (UdpSocket::set_fragmentation), so the kernel refuses it \
+                 instead of fragmenting ({e})"
             ),
             _ => format!("{destination}: {e}"),
         },

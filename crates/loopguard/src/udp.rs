@@ -19,6 +19,7 @@ use crate::counters::{Counter, Counters, SocketCounters};
 use crate::factory::{self, Guard};
 use crate::os::send_error::{self, Attempt, NextStep, SendFailure};
 use crate::os::send_path::{self, Capabilities};
+use crate::os::udp_options;
 use crate::tripwire::{LoopProtocol, Registration};
 use crate::Error;
 
@@ -144,6 +145,8 @@ pub struct UdpSocket {
     caps: Capabilities,
     /// Set when the device refused a GSO / USO batch: from then on one datagram per send.
     gso_refused: AtomicBool,
+    /// Receive coalescing, off unless the caller asked ([`UdpSocket::set_gro`]).
+    gro: AtomicBool,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
     /// The last destination whose re-resolution found the same path again, and when: its
@@ -169,6 +172,9 @@ impl UdpSocket {
         let std_socket = std::net::UdpSocket::from(socket);
         let state = UdpSocketState::new((&std_socket).into())?;
         let io = tokio::net::UdpSocket::from_std(std_socket)?;
+        // quinn-udp turned GRO on; off until asked, so a small buffer never loses the
+        // datagrams coalesced behind the first. A kernel without the option never had it on.
+        let _ = udp_options::set_gro(&io, false);
         let caps = send_path::capabilities(&io);
         let counters = guard.counters().register();
         let registration = guard
@@ -179,6 +185,7 @@ impl UdpSocket {
             state,
             caps,
             gso_refused: AtomicBool::new(false),
+            gro: AtomicBool::new(false),
             guard,
             counters,
             futile_re_resolution: Mutex::new(None),
@@ -200,10 +207,37 @@ impl UdpSocket {
         self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
     }
 
-    /// How many datagrams one receive buffer may hold with GRO (1 without it). Size receive
-    /// buffers as `gro_segments() * 65535` bytes to never truncate.
+    /// How many datagrams one receive buffer may hold: 1 unless receive coalescing was turned
+    /// on with [`set_gro`](Self::set_gro).
     pub fn gro_segments(&self) -> usize {
-        self.state.gro_segments()
+        if self.gro.load(Ordering::Relaxed) {
+            self.state.gro_segments()
+        } else {
+            1
+        }
+    }
+
+    /// Turns receive coalescing (GRO, Linux and Android) on or off. Off by default: with it
+    /// on, one receive buffer holds up to [`gro_segments`](Self::gro_segments) datagrams back
+    /// to back ([`RecvMeta::datagrams`]), and the kernel cuts off, without a word, what does
+    /// not fit, so size every receive buffer `gro_segments() * the largest datagram you
+    /// accept` (quinn-udp's rule) before turning it on. Off, each receive returns one
+    /// datagram, and only a datagram larger than the buffer is cut. On other platforms
+    /// turning it on is an `Unsupported` error.
+    pub fn set_gro(&self, on: bool) -> Result<(), Error> {
+        udp_options::set_gro(&self.io, on)?;
+        self.gro.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Lets the kernel fragment datagrams larger than the path MTU (`true`), or refuses them
+    /// with `EMSGSIZE` (`false`, the default). The default comes from quinn-udp, which sets
+    /// don't-fragment on every socket (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` =
+    /// `*_PMTUDISC_PROBE`, and `IPV6_DONTFRAG`); tunnels over UDP whose inner MTU exceeds the path (WireGuard or
+    /// OpenVPN set up that way) need fragmentation. Linux and Android; elsewhere an
+    /// `Unsupported` error.
+    pub fn set_fragmentation(&self, allow: bool) -> Result<(), Error> {
+        Ok(udp_options::set_fragmentation(&self.io, allow)?)
     }
 
     /// What this socket did so far. [`SocketFactory::counters`](crate::SocketFactory::counters)

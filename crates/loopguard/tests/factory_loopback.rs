@@ -795,3 +795,100 @@ async fn a_zone_naming_the_tunnel_is_refused_once_asked_and_asked_again_after_re
         "asked again after reset"
     );
 }
+
+/// Reads `socket` with `buf_len`-byte buffers until `want` datagrams came (bounded); returns
+/// (datagrams, reads), and checks every datagram is `size` bytes of `fill`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn read_datagrams(
+    socket: &UdpSocket,
+    buf_len: usize,
+    want: usize,
+    size: usize,
+    fill: u8,
+) -> (usize, usize) {
+    let mut buf = vec![0u8; buf_len];
+    let (mut datagrams, mut reads) = (0, 0);
+    while datagrams < want {
+        let meta = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{datagrams} of {want} datagrams within 10 s"))
+            .unwrap();
+        reads += 1;
+        for d in meta.datagrams(&buf) {
+            assert_eq!(d.len(), size, "a datagram was cut");
+            assert!(d.iter().all(|b| *b == fill));
+            datagrams += 1;
+        }
+    }
+    (datagrams, reads)
+}
+
+// GRO exists on Linux and Android only.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[tokio::test]
+async fn a_gso_batch_read_with_mtu_sized_buffers_loses_nothing_and_gro_is_opt_in() {
+    let factory = SocketFactory::new(ZonedTunnel::default());
+    let rx = factory.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let tx = factory.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (count, size) = (20, 1000);
+    let send = |fill: u8| {
+        let payload = vec![fill; count * size];
+        let to = rx.local_addr().unwrap();
+        let tx = &tx;
+        async move {
+            let mut batch = DatagramOut::new(to, &payload);
+            batch.segment_size = Some(size);
+            tx.send(&batch).await.unwrap();
+        }
+    };
+    // The default: one datagram per read, so a 1,500-byte buffer (the README's) gets all 20.
+    assert_eq!(rx.gro_segments(), 1);
+    send(1).await;
+    let (datagrams, reads) = read_datagrams(&rx, 1500, count, size, 1).await;
+    println!("GRO off: {datagrams} datagrams in {reads} reads of 1,500-byte buffers");
+    assert_eq!((datagrams, reads), (count, count));
+    assert_eq!(rx.counters().datagrams_received, count as u64);
+    // Opted in, with buffers sized for it: fewer reads, still every datagram.
+    rx.set_gro(true).unwrap();
+    assert!(rx.gro_segments() > 1, "{}", rx.gro_segments());
+    send(2).await;
+    let (datagrams, reads) = read_datagrams(&rx, rx.gro_segments() * 1500, count, size, 2).await;
+    println!("GRO on: {datagrams} datagrams in {reads} reads");
+    assert_eq!(datagrams, count);
+    if tx.max_gso_segments() > 1 {
+        assert!(reads < count, "nothing was coalesced: {reads} reads");
+    } else {
+        println!("no GSO on this loopback: the batch went one by one, nothing to coalesce");
+    }
+    if tx.max_gso_segments() > 1 {
+        // Why it is opt-in: on, a 1,500-byte buffer takes the first datagram and part of the
+        // second, and the kernel drops the rest of the batch. A single datagram sent after
+        // it is what the next read returns (first in, first out): the 18 others are gone.
+        send(3).await;
+        let mut small = vec![0u8; 1500];
+        let meta = tokio::time::timeout(Duration::from_secs(10), rx.recv_from(&mut small))
+            .await
+            .unwrap()
+            .unwrap();
+        let cut: Vec<usize> = meta.datagrams(&small).map(<[u8]>::len).collect();
+        tx.send(&DatagramOut::new(rx.local_addr().unwrap(), &[9u8; 10]))
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(10), rx.recv_from(&mut small))
+            .await
+            .unwrap()
+            .unwrap();
+        println!(
+            "GRO on, 1,500-byte buffer: {cut:?}, then {} bytes of {}",
+            next.len, small[0]
+        );
+        assert_eq!(cut, [1000, 500], "the kernel's cut");
+        assert_eq!(
+            (next.len, small[0]),
+            (10, 9),
+            "the rest of the batch was not dropped"
+        );
+    }
+    rx.set_gro(false).unwrap();
+    assert_eq!(rx.gro_segments(), 1);
+}

@@ -427,3 +427,39 @@ fn a_destination_zoned_to_the_tunnel_is_refused_and_never_enters_it() {
     }
     assert_eq!(lab.tun_packets().1, before, "something entered the TUN");
 }
+
+#[test]
+fn fragmentation_is_refused_by_default_and_allowed_on_request() {
+    if loopguard_lab::skip_unprivileged("fragmentation_is_refused_by_default") {
+        return;
+    }
+    let lab = GuardedLab::build("frag");
+    for dst in lab.udp_targets() {
+        let (refused, echoed) = lab.in_client(move |f| async move {
+            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .unwrap();
+            let socket = f.bind(bind).unwrap();
+            let big = vec![5u8; 3000];
+            let refused = socket.send(&DatagramOut::new(dst, &big)).await;
+            socket.set_fragmentation(true).unwrap();
+            socket
+                .send(&DatagramOut::new(dst, &big))
+                .await
+                .expect("a fragmented send");
+            let mut buf = vec![0u8; 65535];
+            let meta = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+                .await
+                .expect("the echo came back")
+                .unwrap();
+            (refused, meta.len)
+        });
+        println!("{dst}: default {refused:?}; with fragmentation, an echo of {echoed} bytes");
+        match refused {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{dst}"),
+            other => panic!("{dst}: a 3,000-byte datagram over 1,500-byte links: {other:?}"),
+        }
+        assert_eq!(echoed, 3000, "{dst}");
+    }
+    assert_eq!(lab.tun_packets().0, 0, "something entered the TUN");
+}

@@ -27,6 +27,7 @@ pub mod protect;
 pub(crate) mod send_error;
 pub(crate) mod send_path;
 // Compiled everywhere so its codes are tested on every OS; the ioctls run on Windows only.
+pub(crate) mod udp_options;
 #[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) mod udp_reset;
 #[cfg(any(target_os = "linux", target_os = "macos", target_os = "ios"))]
