@@ -119,28 +119,21 @@ pub(crate) async fn check_zone(
     guard: &Arc<dyn Guard>,
     destination: SocketAddr,
 ) -> Result<(), Error> {
-    let SocketAddr::V6(v6) = destination else {
+    let Some(zone) = zone_of(destination) else {
         return Ok(());
     };
-    let zone = v6.scope_id();
-    if zone == 0 {
-        return Ok(());
-    }
     if let Some(answer) = guard.cached_zone(zone, destination) {
         return answer;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return guard.zone_allowed(zone, destination);
-    };
-    let guard = Arc::clone(guard);
-    runtime
-        .spawn_blocking(move || guard.zone_allowed(zone, destination))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Io(io::Error::other(
-                "the interface lookup for this zone panicked",
-            )))
-        })
+    off_the_runtime(guard, "zone", move |g| g.zone_allowed(zone, destination)).await
+}
+
+/// The zone (IPv6 scope id) a destination names, if any.
+fn zone_of(destination: SocketAddr) -> Option<u32> {
+    match destination {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => Some(v6.scope_id()),
+        _ => None,
+    }
 }
 
 /// The interface to stamp beside the explicit source `source` of a datagram to
@@ -154,17 +147,30 @@ pub(crate) async fn interface_for_source(
     if let Some(answer) = guard.cached_source_interface(source, destination) {
         return answer;
     }
+    off_the_runtime(guard, "source", move |g| {
+        g.interface_for_source(source, destination)
+    })
+    .await
+}
+
+/// Runs a blocking strategy lookup on the runtime's blocking pool (inline outside a
+/// runtime); a panic in it is an I/O error naming `what` was looked up.
+async fn off_the_runtime<T: Send + 'static>(
+    guard: &Arc<dyn Guard>,
+    what: &'static str,
+    lookup: impl FnOnce(&dyn Guard) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return guard.interface_for_source(source, destination);
+        return lookup(guard.as_ref());
     };
     let guard = Arc::clone(guard);
     runtime
-        .spawn_blocking(move || guard.interface_for_source(source, destination))
+        .spawn_blocking(move || lookup(guard.as_ref()))
         .await
         .unwrap_or_else(|_| {
-            Err(Error::Io(io::Error::other(
-                "the interface lookup for this source panicked",
-            )))
+            Err(Error::Io(io::Error::other(format!(
+                "the interface lookup for this {what} panicked"
+            ))))
         })
 }
 
@@ -578,13 +584,10 @@ impl<S: Strategy> SocketFactory<S> {
     /// resolved path otherwise, [`Error::HostUnreachable`] when none exists or when the
     /// destination's zone names the tunnel's interface ([`Strategy::is_tunnel_interface`]).
     pub fn path_for(&self, destination: SocketAddr) -> Result<Option<Path>, Error> {
-        if let SocketAddr::V6(v6) = destination {
-            let zone = v6.scope_id();
-            if zone != 0 {
-                self.shared
-                    .cached_zone(zone, destination)
-                    .unwrap_or_else(|| self.shared.zone_allowed(zone, destination))?;
-            }
+        if let Some(zone) = zone_of(destination) {
+            self.shared
+                .cached_zone(zone, destination)
+                .unwrap_or_else(|| self.shared.zone_allowed(zone, destination))?;
         }
         self.shared.path_for(destination)
     }

@@ -339,12 +339,22 @@ fn ipv6_routes_come_back_when_ipv6_is_enabled_again_on_the_tun() {
     let failed = keeper.wait_event("IPv6 is disabled on network device");
     assert!(failed.contains("cannot restore IPv6 routes"), "{failed}");
     assert!(routed(ns, "-4", tun), "IPv4 routes were lost with IPv6");
+    // Another repair meanwhile (a rule deleted and restored) fails the same way for IPv6:
+    // that failure is not reported again.
+    ns.ip(&["-4", "rule", "del", "priority", "32000"]).unwrap();
+    keeper.wait_event("restored rules");
     ns.sysctl(&key, "0").unwrap();
     let back = wait_until("the keeper put the IPv6 routes back", || {
         routed(ns, "-6", tun)
     });
     println!("IPv6 routes back {back:?} after disable_ipv6=0 (target < 1 s)");
     keeper.wait_event("every piece is in place again");
+    let reported = keeper
+        .seen
+        .iter()
+        .filter(|e| e.contains("IPv6 is disabled"))
+        .count();
+    assert_eq!(reported, 1, "{:?}", keeper.seen);
     assert_none_leaked(unmarked, ns, &echo, &targets);
     keeper.stop();
 }

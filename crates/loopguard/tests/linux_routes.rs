@@ -1053,6 +1053,15 @@ fn sysctls_are_put_back_only_when_asked_and_only_if_unchanged_since() {
     assert_eq!(read_sysctl(&ns, "net.ipv4.conf.all.src_valid_mark"), "0");
 }
 
+/// Loads an nftables ruleset (another program's tables) into `ns` with `nft -f`.
+fn nft_load(ns: &Netns, ruleset: &str) {
+    let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));
+    std::fs::write(&file, ruleset).unwrap();
+    let loaded = ns.exec("nft", &["-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    loaded.unwrap();
+}
+
 /// `nft` reads one rule's `counter packets N`.
 fn counter(listing: &str, needle: &str) -> u64 {
     let line = listing
@@ -1087,10 +1096,7 @@ fn the_conntrack_mark_keeps_other_programs_bits() {
             udp dport 9 ct mark & 0x30ff == 0x3047 counter comment \"ours\"
         }
     }";
-    let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));
-    std::fs::write(&file, other).unwrap();
-    ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&file);
+    nft_load(&ns, other);
     let mark = config.mark();
     ns.run(move || {
         let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -1186,10 +1192,7 @@ fn another_programs_nftables_table_of_our_name_is_refused_and_never_touched() {
         ),
     ] {
         let ns = client();
-        let file = std::env::temp_dir().join(format!("lg-nft-{}.conf", std::process::id()));
-        std::fs::write(&file, &table).unwrap();
-        ns.exec("nft", &["-f", file.to_str().unwrap()]).unwrap();
-        let _ = std::fs::remove_file(&file);
+        nft_load(&ns, &table);
         let theirs = ns.exec("nft", &["list", "table", "inet", &name]).unwrap();
         let before = snapshot(&ns, config.table());
         let e = ns

@@ -276,9 +276,14 @@ impl TunnelRoutes {
                 rule: other.selector(),
             });
         }
-        if let nft::TableState::Foreign(info) = nft::state(&self.conntrack_table()).await? {
-            return Err(nft::foreign(&self.conntrack_table(), info));
-        }
+        // Somebody else's table of our name is never replaced; whether it is there at all
+        // decides what a failed run removes again.
+        let conntrack_table_created = match nft::state(&self.conntrack_table()).await? {
+            nft::TableState::Foreign(info) => {
+                return Err(nft::foreign(&self.conntrack_table(), info))
+            }
+            state => state == nft::TableState::Absent,
+        };
         let rules = self.our_rules(&mut nl).await?;
         let observed: Vec<ObservedRule> = rules.iter().map(|(o, _)| o.clone()).collect();
         let wanted = WantedRule::for_families(&self.config, &families);
@@ -301,19 +306,14 @@ impl TunnelRoutes {
             conntrack_table: self.conntrack_table(),
             ..Default::default()
         };
-        let mut keys: Vec<(&str, &str)> = sysctl::IPV4.to_vec();
-        if sysctl::ipv6_available() {
-            keys.extend(sysctl::IPV6);
-        }
         // Everything or nothing: what this run adds is recorded, and removed again if a
         // later step fails (what it deleted as stale stays deleted).
         let mut undo = Undo {
-            conntrack_table_created: nft::state(&report.conntrack_table).await?
-                == nft::TableState::Absent,
+            conntrack_table_created,
             ..Undo::default()
         };
         let installed: Result<(), RoutesError> = async {
-            for (key, value) in keys {
+            for (key, value) in sysctl::wanted() {
                 report.sysctls.push(sysctl::set(key, value)?);
             }
             nft::install(
@@ -340,18 +340,11 @@ impl TunnelRoutes {
             .await?;
             report.routes_added += added;
             report.routes_removed += removed;
-            for &i in &rule_plan.delete {
-                let (o, m) = &rules[i];
-                let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
-                nl.del_rule(m.clone(), &op).await?;
-                report.rules_removed += 1;
-            }
-            for w in &rule_plan.add {
-                let op = format!("adding rule priority {}", w.priority());
-                nl.add_rule(w.message(self.protocol), &op).await?;
-                undo.rules.push(w.message(self.protocol));
-                report.rules_added += 1;
-            }
+            let (added, removed) = self
+                .install_rules(&mut nl, &rules, &rule_plan, &mut undo.rules)
+                .await?;
+            report.rules_added += added;
+            report.rules_removed += removed;
             Ok(())
         }
         .await;
@@ -654,6 +647,28 @@ struct Undo {
 }
 
 impl TunnelRoutes {
+    /// Carries out a rule plan: stale rules of ours go, missing ones are added (each pushed
+    /// to `added`). Returns how many were added and deleted.
+    async fn install_rules(
+        &self,
+        nl: &mut Rtnl,
+        observed: &[(ObservedRule, netlink_packet_route::rule::RuleMessage)],
+        plan: &plan::RulePlan,
+        added: &mut Vec<netlink_packet_route::rule::RuleMessage>,
+    ) -> Result<(usize, usize), RoutesError> {
+        for &i in &plan.delete {
+            let (o, m) = &observed[i];
+            let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
+            nl.del_rule(m.clone(), &op).await?;
+        }
+        for w in &plan.add {
+            let op = format!("adding rule priority {}", w.priority());
+            nl.add_rule(w.message(self.protocol), &op).await?;
+            added.push(w.message(self.protocol));
+        }
+        Ok((plan.add.len(), plan.delete.len()))
+    }
+
     /// Removes what a failed `apply` added (rules, routes, the nftables table if it created
     /// it) and puts back the sysctls it changed, if nobody changed them since. Best effort:
     /// a step that fails is logged and the others still run.

@@ -260,9 +260,6 @@ fn comment_of(mut udata: &[u8]) -> Option<String> {
 
 /// Creates (or re-creates, atomically) the table with the save and restore rules.
 pub(crate) async fn install(table: &str, mark: u32, mask: u32) -> Result<(), RoutesError> {
-    if let TableState::Foreign(info) = state(table).await? {
-        return Err(foreign(table, info));
-    }
     let mut b = Batch::new();
     // "add, delete, add with contents" in one transaction: idempotent, and never a moment
     // without the rules when they were there already.

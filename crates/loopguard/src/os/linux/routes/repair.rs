@@ -141,15 +141,6 @@ pub(crate) fn ipv6_disabled_on(name: &str) -> bool {
     std::fs::read_to_string(path).map_or(true, |v| v.trim() != "0")
 }
 
-/// The sysctls `apply` sets, for the families available here.
-fn wanted_sysctls() -> Vec<(&'static str, &'static str)> {
-    let mut keys: Vec<(&str, &str)> = sysctl::IPV4.to_vec();
-    if sysctl::ipv6_available() {
-        keys.extend(sysctl::IPV6);
-    }
-    keys
-}
-
 impl TunnelRoutes {
     /// The cheap state of the tunnel's pieces: a few netlink requests and file reads.
     pub(crate) async fn probe(
@@ -159,7 +150,7 @@ impl TunnelRoutes {
         prefixes: &[IpNet],
     ) -> Result<Probe, RoutesError> {
         let device = locate(nl, last).await?;
-        let sysctls_ok = wanted_sysctls()
+        let sysctls_ok = sysctl::wanted()
             .iter()
             .all(|(k, v)| sysctl::read(k).is_ok_and(|now| now == *v));
         let conntrack_table = nft::state(&self.conntrack_table()).await? == nft::TableState::Ours;
@@ -257,7 +248,7 @@ impl TunnelRoutes {
     /// Writes the sysctls that differ; how many did.
     fn repair_sysctls(&self) -> Result<usize, RoutesError> {
         let mut written = 0;
-        for (key, value) in wanted_sysctls() {
+        for (key, value) in sysctl::wanted() {
             let change = sysctl::set(key, value)?;
             written += usize::from(change.previous != change.value);
         }
@@ -323,15 +314,9 @@ impl TunnelRoutes {
         let observed: Vec<ObservedRule> = rules.iter().map(|(o, _)| o.clone()).collect();
         let wanted = WantedRule::for_families(&self.config, families);
         let rule_plan = plan::plan_rules(&observed, &wanted, &self.config, self.protocol);
-        for i in rule_plan.delete {
-            let (o, m) = &rules[i];
-            let op = format!("deleting stale {} rule priority {}", o.family, o.priority);
-            nl.del_rule(m.clone(), &op).await?;
-        }
-        for w in &rule_plan.add {
-            let op = format!("adding rule priority {}", w.priority());
-            nl.add_rule(w.message(self.protocol), &op).await?;
-        }
-        Ok(rule_plan.add.len())
+        let (added, _) = self
+            .install_rules(nl, &rules, &rule_plan, &mut Vec::new())
+            .await?;
+        Ok(added)
     }
 }

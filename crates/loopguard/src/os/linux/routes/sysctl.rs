@@ -29,6 +29,15 @@ fn path(key: &str) -> PathBuf {
     PathBuf::from("/proc/sys").join(key.replace('.', "/"))
 }
 
+/// The sysctls `apply` sets and the keeper keeps, for the families available here.
+pub(crate) fn wanted() -> Vec<(&'static str, &'static str)> {
+    let mut keys: Vec<(&str, &str)> = IPV4.to_vec();
+    if ipv6_available() {
+        keys.extend(IPV6);
+    }
+    keys
+}
+
 /// Whether IPv6 is available in the current network namespace.
 pub(crate) fn ipv6_available() -> bool {
     path("net.ipv6").is_dir()
