@@ -485,7 +485,6 @@ mod linux {
                         break;
                     }
                     Ok(Err(e)) => {
-                        let e = loopguard::Error::Io(e);
                         report.failures.push(Failure {
                             round,
                             error: describe(&e, dst),

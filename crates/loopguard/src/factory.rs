@@ -128,6 +128,30 @@ pub(crate) async fn check_zone(
     off_the_runtime(guard, "zone", move |g| g.zone_allowed(zone, destination)).await
 }
 
+/// What [`check_zone`] answers without a lookup: `None` when the zone is new.
+pub(crate) fn check_zone_now(
+    guard: &Arc<dyn Guard>,
+    destination: SocketAddr,
+) -> Option<Result<(), Error>> {
+    match zone_of(destination) {
+        None => Some(Ok(())),
+        Some(zone) => guard.cached_zone(zone, destination),
+    }
+}
+
+/// [`check_zone`] on the calling thread: a new zone is asked of the strategy in place.
+pub(crate) fn check_zone_blocking(
+    guard: &Arc<dyn Guard>,
+    destination: SocketAddr,
+) -> Result<(), Error> {
+    match zone_of(destination) {
+        None => Ok(()),
+        Some(zone) => guard
+            .cached_zone(zone, destination)
+            .unwrap_or_else(|| guard.zone_allowed(zone, destination)),
+    }
+}
+
 /// The zone (IPv6 scope id) a destination names, if any.
 fn zone_of(destination: SocketAddr) -> Option<u32> {
     match destination {

@@ -47,6 +47,17 @@
 //! - [`Error::TunnelGone`]: a pinning strategy's tunnel is not in the host's tables (deleted,
 //!   or restarted under a new identity); dropped the same way until it is found again.
 //!
+//! # Raw sockets
+//! [`UdpSocket`], [`TcpSocket`] and [`TcpStream`] lend their operating system socket
+//! (`AsFd` / `AsRawFd` on Unix, `AsSocket` / `AsRawSocket` on Windows), for options loopguard
+//! does not set itself (buffer sizes, `IP_TOS`, timestamps). The protection lives on that
+//! socket, so a borrower must not undo it: do not clear or change `SO_MARK` (Linux),
+//! `SO_BINDTODEVICE`, `IP_UNICAST_IF` / `IPV6_UNICAST_IF` (Windows) or `IP_BOUND_IF` /
+//! `IPV6_BOUND_IF` (macOS); do not `bind` or `connect` it again (a pinning strategy chose its
+//! path for the addresses it has); and do not send on it directly: only the type's own send
+//! methods stamp each datagram with the strategy's source and interface, so a datagram
+//! written through the raw socket may take the default route, into the tunnel.
+//!
 //! # Modules
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
 //! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
@@ -66,6 +77,7 @@ mod error;
 mod factory;
 pub mod monitor;
 pub mod os;
+mod raw_socket;
 pub mod resolve;
 pub mod route;
 mod strategy;

@@ -166,3 +166,6 @@ impl AsyncWrite for TcpStream {
         self.inner.is_write_vectored()
     }
 }
+
+crate::raw_socket::borrow_raw_socket!(TcpSocket, socket);
+crate::raw_socket::borrow_raw_socket!(TcpStream, inner);

@@ -321,7 +321,7 @@ impl<S: Strategy> GuardedResolver<S> {
         loop {
             let meta = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
                 Err(_) => return Err(self.timeout_error(name)),
-                Ok(Err(e)) => return Err(DnsError::Guard(Error::Io(e))),
+                Ok(Err(e)) => return Err(DnsError::Guard(e)),
                 Ok(Ok(meta)) => meta,
             };
             // Only the server's own answer counts: anything else is ignored, not believed.

@@ -3,7 +3,13 @@
 //! Batched I/O comes from quinn-udp (GSO on send, GRO and `recvmmsg` on receive, per-datagram
 //! source addresses). This module adds what a tunnel client needs on top: the strategy's
 //! source for datagrams without one, the GSO limits, the fallback when a device refuses GSO,
-//! bounded retries when the queue is full, and typed errors.
+//! bounded retries when the queue is full, and typed errors. Each datagram goes out with the
+//! route the strategy chose, whether it is sent by the async methods or by the non-blocking
+//! ones ([`UdpSocket::try_send`], [`UdpSocket::poll_recv`]) that poll-based stacks need.
+
+mod nonblocking;
+mod pending;
+mod route;
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -16,12 +22,13 @@ use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 
 use crate::counters::{Counter, Counters, SocketCounters};
-use crate::factory::{self, Guard};
+use crate::factory::Guard;
 use crate::os::send_error::{self, Attempt, NextStep, SendFailure};
 use crate::os::send_path::{self, Capabilities};
 use crate::os::udp_options;
 use crate::tripwire::{LoopProtocol, Registration};
 use crate::Error;
+use pending::PendingRoutes;
 
 pub use quinn_udp::EcnCodepoint;
 
@@ -152,6 +159,8 @@ pub struct UdpSocket {
     /// The last destination whose re-resolution found the same path again, and when: its
     /// failures are not about a stale source, so it is not resolved again for a while.
     futile_re_resolution: Mutex<Option<(SocketAddr, Instant)>>,
+    /// The route lookups non-blocking sends started.
+    pending: Arc<PendingRoutes>,
     /// Its port in the factory's socket table, for the loop tripwire.
     _registration: Registration,
 }
@@ -189,6 +198,7 @@ impl UdpSocket {
             guard,
             counters,
             futile_re_resolution: Mutex::new(None),
+            pending: Arc::default(),
             _registration: registration,
         })
     }
@@ -261,57 +271,32 @@ impl UdpSocket {
         let mut sent = 0;
         let result = self.send_counted(datagram, &mut sent).await;
         if let Err(e) = &result {
-            let reason = match e {
-                Error::HostUnreachable { .. } | Error::TunnelGone { .. } => Counter::DroppedNoRoute,
-                _ => Counter::DroppedSendError,
-            };
-            self.counters.add(reason, datagram_count(datagram) - sent);
+            self.count_dropped(e, datagram_count(datagram) - sent);
         }
         result
     }
 
+    /// Counts `datagrams` dropped by the error `e`.
+    fn count_dropped(&self, e: &Error, datagrams: u64) {
+        let reason = match e {
+            Error::HostUnreachable { .. } | Error::TunnelGone { .. } => Counter::DroppedNoRoute,
+            _ => Counter::DroppedSendError,
+        };
+        self.counters.add(reason, datagrams);
+    }
+
     /// [`send`](Self::send), adding to `sent` the datagrams the kernel accepted.
     async fn send_counted(&self, datagram: &DatagramOut<'_>, sent: &mut u64) -> Result<(), Error> {
-        // The path is asked for once per call: an explicit source gets the index of the
-        // interface that owns it (Windows and macOS stamp it; index 0 would let the OS pick
-        // the tunnel), a missing one the strategy's path.
-        let (src, mut interface, resolved) = match datagram.src {
-            Some(src) => {
-                // A zone naming the tunnel enters it whatever the source says.
-                factory::check_zone(&self.guard, datagram.dst).await?;
-                (
-                    Some(src),
-                    factory::interface_for_source(&self.guard, src, datagram.dst).await?,
-                    false,
-                )
-            }
-            None => {
-                let path = factory::path_for(&self.guard, datagram.dst).await?;
-                (
-                    path.map(|path| path.source),
-                    path.and_then(|path| path.interface),
-                    path.is_some(),
-                )
-            }
-        };
-        let segment = match datagram.segment_size {
-            Some(0) => {
-                return Err(Error::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "segment_size 0: a datagram batch needs a positive segment size",
-                )))
-            }
-            // A segment as large as the payload is one datagram; telling the kernel otherwise
-            // upsets some drivers.
-            Some(size) if size < datagram.payload.len() => size,
-            _ => datagram.payload.len(),
-        };
+        // The route is asked for once per call.
+        let route = route::route(&self.guard, datagram.src, datagram.dst).await?;
+        let mut interface = route.interface;
+        let segment = segment_size(datagram)?;
         let mut transmit = Transmit {
             destination: datagram.dst,
             ecn: datagram.ecn,
             contents: datagram.payload,
             segment_size: None,
-            src_ip: src,
+            src_ip: route.src,
         };
         let mut rest = datagram.payload;
         // An empty payload is still one (empty) datagram.
@@ -323,7 +308,7 @@ impl UdpSocket {
             // Only a source the strategy chose can be resolved again; with the Linux mark
             // the kernel chooses, and there is nothing to forget.
             let datagrams = self
-                .send_batch(&mut transmit, &mut interface, resolved)
+                .send_batch(&mut transmit, &mut interface, route.resolved)
                 .await?;
             *sent += datagrams;
             rest = later;
@@ -360,58 +345,77 @@ impl UdpSocket {
         };
         loop {
             let err = match self.send_once(transmit, *interface, attempt.resolved).await {
-                Ok(()) => {
-                    let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
-                    let datagrams = transmit.contents.len().div_ceil(segment.max(1)).max(1) as u64;
-                    self.counters.add(Counter::DatagramsSent, datagrams);
-                    return Ok(datagrams);
-                }
+                Ok(()) => return Ok(self.count_sent(transmit)),
                 Err(e) => e,
             };
-            let failure = send_error::classify(&err);
-            match send_error::next_step(failure, &err, attempt, QUEUE_FULL_RETRIES) {
-                NextStep::RetryQueueFull => {
-                    attempt.queue_full_retries += 1;
-                    self.counters.add(Counter::QueueFullRetries, 1);
-                    back_off(attempt.queue_full_retries).await;
-                }
-                NextStep::Unsegment => {
-                    // The device refused the batch: no more GSO on this socket. Send the
-                    // same datagrams again, one by one, in order.
-                    self.gso_refused.store(true, Ordering::Relaxed);
-                    tracing::info!(dst = %transmit.destination, error = %err, "GSO refused; sending the batch unsegmented");
-                    self.counters.add(Counter::GsoFallbacks, 1);
+            match self.recovery(err, transmit, &mut attempt) {
+                Recovery::RetryQueueFull => back_off(attempt.queue_full_retries).await,
+                Recovery::Unsegment => {
                     return self.send_unsegmented(transmit, *interface, resolved).await;
                 }
-                NextStep::ReResolve if self.re_resolution_was_futile(transmit.destination) => {
-                    return Err(classify(err, transmit.destination));
-                }
-                NextStep::ReResolve => {
-                    // The cached source may be gone (address removed, IPv6 temporary address
-                    // rotated): forget it and resolve once more.
-                    attempt.re_resolved = true;
-                    self.counters.add(Counter::SourcesReResolved, 1);
-                    self.guard.forget(transmit.destination);
-                    let path = factory::path_for(&self.guard, transmit.destination).await?;
-                    let (source, index) = (
-                        path.map(|path| path.source),
-                        path.and_then(|path| path.interface),
-                    );
-                    if (source, index) == (transmit.src_ip, *interface) {
+                Recovery::ReResolve => {
+                    let route = route::route(&self.guard, None, transmit.destination).await?;
+                    if (route.src, route.interface) == (transmit.src_ip, *interface) {
                         // The same path again: the error is not about a stale source, and
                         // resolving per datagram would not help.
-                        *self
-                            .futile_re_resolution
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) =
-                            Some((transmit.destination, Instant::now()));
+                        self.mark_re_resolution_futile(transmit.destination);
                     }
-                    transmit.src_ip = source;
-                    *interface = index;
+                    transmit.src_ip = route.src;
+                    *interface = route.interface;
                 }
-                NextStep::Fail => return Err(classify(err, transmit.destination)),
+                Recovery::Fail(e) => return Err(e),
             }
         }
+    }
+
+    /// Counts a batch the kernel accepted; returns how many datagrams it held.
+    fn count_sent(&self, transmit: &Transmit<'_>) -> u64 {
+        let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
+        let datagrams = transmit.contents.len().div_ceil(segment.max(1)).max(1) as u64;
+        self.counters.add(Counter::DatagramsSent, datagrams);
+        datagrams
+    }
+
+    /// What to do after the send of `transmit` failed with `err`, the async and the
+    /// non-blocking send path alike; counts what it decides.
+    fn recovery(&self, err: io::Error, transmit: &Transmit<'_>, attempt: &mut Attempt) -> Recovery {
+        let failure = send_error::classify(&err);
+        match send_error::next_step(failure, &err, *attempt, QUEUE_FULL_RETRIES) {
+            NextStep::RetryQueueFull => {
+                attempt.queue_full_retries += 1;
+                self.counters.add(Counter::QueueFullRetries, 1);
+                Recovery::RetryQueueFull
+            }
+            NextStep::Unsegment => {
+                // The device refused the batch: no more GSO on this socket. The same
+                // datagrams go again, one by one, in order.
+                self.gso_refused.store(true, Ordering::Relaxed);
+                tracing::info!(dst = %transmit.destination, error = %err, "GSO refused; sending the batch unsegmented");
+                self.counters.add(Counter::GsoFallbacks, 1);
+                Recovery::Unsegment
+            }
+            NextStep::ReResolve if self.re_resolution_was_futile(transmit.destination) => {
+                Recovery::Fail(classify(err, transmit.destination))
+            }
+            NextStep::ReResolve => {
+                // The cached source may be gone (address removed, IPv6 temporary address
+                // rotated): forget it and resolve once more.
+                attempt.re_resolved = true;
+                self.counters.add(Counter::SourcesReResolved, 1);
+                self.guard.forget(transmit.destination);
+                Recovery::ReResolve
+            }
+            NextStep::Fail => Recovery::Fail(classify(err, transmit.destination)),
+        }
+    }
+
+    /// Remembers that re-resolving `destination` did not help, for
+    /// [`FUTILE_RE_RESOLUTION`].
+    fn mark_re_resolution_futile(&self, destination: SocketAddr) {
+        *self
+            .futile_re_resolution
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((destination, Instant::now()));
     }
 
     /// Whether `destination`'s last re-resolution, less than [`FUTILE_RE_RESOLUTION`] ago,
@@ -475,19 +479,30 @@ impl UdpSocket {
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
-    ) -> io::Result<usize> {
+    ) -> Result<usize, Error> {
+        Ok(self
+            .io
+            .async_io(Interest::READABLE, || self.recv_now(bufs, meta))
+            .await?)
+    }
+
+    /// Receives into one buffer. With GRO it may hold several datagrams: see
+    /// [`RecvMeta::datagrams`].
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<RecvMeta, Error> {
+        let mut meta = [RecvMeta::default()];
+        self.recv(&mut [IoSliceMut::new(buf)], &mut meta).await?;
+        Ok(meta[0])
+    }
+
+    /// One receive from the kernel, `WouldBlock` when nothing is queued; counts what arrived.
+    fn recv_now(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         let mut raw = [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
         let max = bufs.len().min(meta.len()).min(raw.len());
-        let n = self
-            .io
-            .async_io(Interest::READABLE, || {
-                self.state.recv(
-                    UdpSockRef::from(&self.io),
-                    &mut bufs[..max],
-                    &mut raw[..max],
-                )
-            })
-            .await?;
+        let n = self.state.recv(
+            UdpSockRef::from(&self.io),
+            &mut bufs[..max],
+            &mut raw[..max],
+        )?;
         let mut datagrams = 0;
         for (out, m) in meta.iter_mut().zip(&raw[..n]) {
             *out = (*m).into();
@@ -496,19 +511,37 @@ impl UdpSocket {
         self.counters.add(Counter::DatagramsReceived, datagrams);
         Ok(n)
     }
-
-    /// Receives into one buffer. With GRO it may hold several datagrams: see
-    /// [`RecvMeta::datagrams`].
-    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let mut meta = [RecvMeta::default()];
-        self.recv(&mut [IoSliceMut::new(buf)], &mut meta).await?;
-        Ok(meta[0])
-    }
 }
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
         self.guard.counters().retire(&self.counters);
+    }
+}
+
+/// What to do after a failed send (see [`UdpSocket::recovery`]).
+enum Recovery {
+    /// The queue was full: try again, a little later.
+    RetryQueueFull,
+    /// The device refused the batch: send its datagrams one by one.
+    Unsegment,
+    /// The source may be stale (it was forgotten): resolve the path again, then send.
+    ReResolve,
+    /// Give up with this error.
+    Fail(Error),
+}
+
+/// The size of each datagram in `datagram`'s payload (the whole payload when it is one).
+fn segment_size(datagram: &DatagramOut<'_>) -> Result<usize, Error> {
+    match datagram.segment_size {
+        Some(0) => Err(Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "segment_size 0: a datagram batch needs a positive segment size",
+        ))),
+        // A segment as large as the payload is one datagram; telling the kernel otherwise
+        // upsets some drivers.
+        Some(size) if size < datagram.payload.len() => Ok(size),
+        _ => Ok(datagram.payload.len()),
     }
 }
 
@@ -539,16 +572,4 @@ async fn back_off(attempt: u32) {
     }
 }
 
-#[cfg(unix)]
-impl std::os::fd::AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.io.as_raw_fd()
-    }
-}
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for UdpSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.io.as_fd()
-    }
-}
+crate::raw_socket::borrow_raw_socket!(UdpSocket, io);
