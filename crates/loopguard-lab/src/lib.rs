@@ -38,7 +38,7 @@ pub enum LabError {
     #[error("lab names must start with `lg-`: {0}")]
     BadName(String),
     /// A command could not be started.
-    #[error("cannot run {0}: {1}")]
+    #[error("cannot run {0}")]
     Spawn(String, #[source] std::io::Error),
     /// A command exited with failure.
     #[error("`{command}` failed: {stderr}")]

@@ -34,9 +34,26 @@ pub enum Error {
         /// Where the datagram or connection was going.
         destination: SocketAddr,
     },
+    /// A socket operation that registers with tokio's reactor (`bind`, `connect`) was called
+    /// outside a tokio runtime; nothing was created or sent.
+    #[error("{operation} must be called from inside a tokio runtime (with I/O enabled)")]
+    NoRuntime {
+        /// What was called, e.g. `SocketFactory::bind`.
+        operation: &'static str,
+    },
     /// The operating system reported an error that is not about protection.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl Error {
+    /// [`Error::NoRuntime`] unless the caller runs inside a tokio runtime.
+    pub(crate) fn require_runtime(operation: &'static str) -> Result<(), Error> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::NoRuntime { operation }),
+        }
+    }
 }
 
 impl Error {
@@ -55,13 +72,14 @@ impl From<Error> for io::Error {
                 io::Error::new(io::ErrorKind::HostUnreachable, e)
             }
             Error::Protection(_) => io::Error::new(io::ErrorKind::PermissionDenied, e),
+            Error::NoRuntime { .. } => io::Error::other(e),
         }
     }
 }
 
 /// A socket could not be protected: the step that failed, the OS error, and what would fix it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot protect socket from the tunnel: {step} failed: {source}{}", hint_suffix(.hint))]
+#[error("cannot protect socket from the tunnel: {step} failed{}", hint_suffix(.hint))]
 pub struct ProtectionError {
     step: &'static str,
     #[source]
@@ -113,6 +131,35 @@ mod tests {
             text.contains("SO_MARK") && text.contains("CAP_NET_ADMIN"),
             "{text}"
         );
+        // The OS error is the source, once: a chain printer shows it after the message.
+        let source = std::error::Error::source(&e).expect("the OS error");
+        assert_eq!(
+            source.to_string(),
+            io::Error::from_raw_os_error(libc::EPERM).to_string()
+        );
+        assert!(!text.contains(&source.to_string()), "{text}");
+    }
+
+    #[test]
+    fn binding_outside_a_runtime_is_an_error_not_a_panic() {
+        struct NoProtection;
+        impl crate::Strategy for NoProtection {
+            fn protect(&self, _socket: &socket2::Socket) -> Result<(), ProtectionError> {
+                Ok(())
+            }
+        }
+        let factory = crate::SocketFactory::new(NoProtection);
+        let e = factory.bind("127.0.0.1:0".parse().unwrap()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NoRuntime {
+                    operation: "SocketFactory::bind"
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
     }
 
     #[test]

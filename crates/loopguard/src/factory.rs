@@ -578,8 +578,9 @@ impl<S: Strategy> SocketFactory<S> {
     }
 
     /// Creates a protected UDP socket bound to `addr` (port 0 picks one). Must be called
-    /// within a tokio runtime.
+    /// within a tokio runtime (otherwise [`Error::NoRuntime`]).
     pub fn bind(&self, addr: SocketAddr) -> Result<UdpSocket, Error> {
+        Error::require_runtime("SocketFactory::bind")?;
         let socket = self
             .shared
             .socket(Domain::for_address(addr), Type::DGRAM, Protocol::UDP)?;
@@ -590,7 +591,7 @@ impl<S: Strategy> SocketFactory<S> {
     }
 
     /// Creates a protected, unconnected TCP socket of `addr`'s family, for callers that set
-    /// options or bind before connecting. Must be called within a tokio runtime.
+    /// options or bind before connecting; its `connect` must run within a tokio runtime.
     pub fn tcp_socket(&self, family_of: SocketAddr) -> Result<TcpSocket, Error> {
         let socket =
             self.shared

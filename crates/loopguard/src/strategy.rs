@@ -32,7 +32,7 @@ pub enum ResolveError {
         tunnel: String,
     },
     /// The lookup itself failed.
-    #[error("route lookup failed: {0}")]
+    #[error("route lookup failed")]
     Io(#[from] io::Error),
 }
 

@@ -58,6 +58,7 @@ impl TcpSocket {
     /// [`Error::TunnelGone`] while the strategy's tunnel is missing from the host's tables: no
     /// SYN is sent either way.
     pub async fn connect(self, destination: SocketAddr) -> Result<TcpStream, Error> {
+        Error::require_runtime("TcpSocket::connect")?;
         if let Some(path) = crate::factory::path_for(&self.guard, destination).await? {
             if !self.bound {
                 // An IPv4 path of an IPv4-mapped destination: an IPv6 socket binds the

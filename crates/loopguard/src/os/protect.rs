@@ -23,7 +23,7 @@ pub enum ProtectFailure {
     #[error("the host refused (VpnService.protect returned false)")]
     Refused,
     /// The callback itself failed (a JNI exception, a detached thread, a closed service).
-    #[error("the host callback failed: {0}")]
+    #[error("the host callback failed")]
     Failed(#[source] io::Error),
 }
 

@@ -73,7 +73,7 @@ pub enum DnsError {
     },
     /// A guarded socket failed: protection refused (fatal), or no path outside the tunnel
     /// to any server.
-    #[error("guarded DNS socket: {0}")]
+    #[error("guarded DNS socket")]
     Guard(#[from] Error),
 }
 

@@ -56,7 +56,7 @@ pub enum PinOutsideError {
     #[error(transparent)]
     Netlink(#[from] RoutesError),
     /// The host's tables could not be read.
-    #[error("reading the host's links, routes and addresses: {0}")]
+    #[error("reading the host's links, routes and addresses")]
     Snapshot(#[source] io::Error),
     /// No device has that name, index or address.
     #[error(transparent)]

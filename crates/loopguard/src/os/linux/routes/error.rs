@@ -116,7 +116,7 @@ pub enum RoutesError {
         operation: String,
     },
     /// The kernel refused a netlink request.
-    #[error("{operation}: {source}")]
+    #[error("{operation}")]
     Netlink {
         /// What was being done, e.g. `adding rule priority 32001`.
         operation: String,
@@ -125,7 +125,7 @@ pub enum RoutesError {
         source: io::Error,
     },
     /// Reading or writing a sysctl failed.
-    #[error("sysctl {key}: {source}")]
+    #[error("sysctl {key}")]
     Sysctl {
         /// The sysctl, e.g. `net.ipv4.fwmark_reflect`.
         key: String,
@@ -188,9 +188,10 @@ mod tests {
             "adding rule priority 32001",
             io::Error::from_raw_os_error(libc::EOPNOTSUPP),
         );
-        assert!(e
-            .to_string()
-            .starts_with("adding rule priority 32001: Operation not supported"));
+        // The kernel's answer is the source, not repeated in the message.
+        assert_eq!(e.to_string(), "adding rule priority 32001");
+        let source = std::error::Error::source(&e).expect("the kernel's answer");
+        assert!(source.to_string().starts_with("Operation not supported"));
         let e = RoutesError::os("adding route", io::Error::from_raw_os_error(libc::EPERM));
         assert!(matches!(e, RoutesError::PermissionDenied { .. }));
         assert!(e.to_string().contains("CAP_NET_ADMIN"));

@@ -337,7 +337,10 @@ impl Watcher {
         {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::debug!(error = %e, "route keeper: probe failed");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "route keeper: probe failed"
+                );
                 None
             }
         }

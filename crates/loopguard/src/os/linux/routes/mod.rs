@@ -675,21 +675,33 @@ impl TunnelRoutes {
     async fn roll_back(&self, nl: &mut Rtnl, undo: Undo, report: &ApplyReport) {
         for m in undo.rules.into_iter().rev() {
             if let Err(e) = nl.del_rule(m, "rolling back an added rule").await {
-                tracing::warn!(error = %e, "apply failed and an added rule stays");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "apply failed and an added rule stays"
+                );
             }
         }
         for m in undo.routes.into_iter().rev() {
             if let Err(e) = nl.del_route(m, "rolling back an added route").await {
-                tracing::warn!(error = %e, "apply failed and an added route stays");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "apply failed and an added route stays"
+                );
             }
         }
         if undo.conntrack_table_created {
             if let Err(e) = nft::remove(&report.conntrack_table).await {
-                tracing::warn!(error = %e, "apply failed and its nftables table stays");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "apply failed and its nftables table stays"
+                );
             }
         }
         if let Err(e) = restore_sysctls(&report.sysctls) {
-            tracing::warn!(error = %e, "apply failed and a sysctl it set stays");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "apply failed and a sysctl it set stays"
+            );
         }
     }
 }
