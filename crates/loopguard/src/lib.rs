@@ -70,11 +70,14 @@
 //!   tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
 //!   every OS), with readers for the dumps users paste into bug reports.
+//! - [`integrations`]: guarded connections for other crates' clients, behind cargo features
+//!   (`hyper`: a connector for hyper-util's client and WebSocket clients).
 
 mod cache;
 mod counters;
 mod error;
 mod factory;
+pub mod integrations;
 pub mod monitor;
 pub mod os;
 mod raw_socket;
