@@ -47,6 +47,69 @@
 //! - [`Error::TunnelGone`]: a pinning strategy's tunnel is not in the host's tables (deleted,
 //!   or restarted under a new identity); dropped the same way until it is found again.
 //!
+//! # Choosing the strategy per operating system
+//! One factory type serves every OS; only the strategy differs. A client built for several
+//! platforms picks it once, at start-up, for its tunnel device:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use loopguard::{SocketFactory, Strategy};
+//!
+//! # #[cfg(target_os = "android")]
+//! # fn host_protector() -> impl loopguard::Protector { |_fd| Ok(()) }
+//! /// The strategy of this build's OS for the tunnel device `tunnel`.
+//! fn strategy(tunnel: &str) -> Result<Arc<dyn Strategy>, Box<dyn std::error::Error>> {
+//!     // Linux: mark every socket; `TunnelRoutes` installs the rules that send everything
+//!     // unmarked into the tunnel (or `PinOutside::for_tunnel_named(tunnel)` where the
+//!     // tunnel's routes sit in `main` and nothing may mark sockets).
+//!     #[cfg(target_os = "linux")]
+//!     return Ok(Arc::new(loopguard::LinuxMark::new(loopguard::GuardConfig::default())));
+//!     // Android: the host app's `VpnService.protect`, through JNI.
+//!     #[cfg(target_os = "android")]
+//!     return Ok(Arc::new(loopguard::ProtectHook::new(host_protector()).with_tunnel(tunnel)));
+//!     // Windows: the best route outside the tunnel, pinned with IP_UNICAST_IF.
+//!     #[cfg(windows)]
+//!     return Ok(Arc::new(loopguard::WindowsRoute::for_tunnel_named(tunnel)?));
+//!     // macOS outside a NetworkExtension: the best interface outside the utun, pinned
+//!     // with IP_BOUND_IF (inside one, `AppleMode::NetworkExtension`).
+//!     #[cfg(any(target_os = "macos", target_os = "ios"))]
+//!     return Ok(Arc::new(loopguard::AppleGuard::new(loopguard::AppleMode::BoundInterface {
+//!         tunnel: tunnel.into(),
+//!     })));
+//!     #[allow(unreachable_code)]
+//!     Err(format!("no loopguard strategy for this OS (tunnel {tunnel})").into())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let factory = SocketFactory::new(strategy("tun0")?);
+//! let peer = factory.bind("0.0.0.0:0".parse()?)?;
+//! # let _ = peer;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TCP
+//! A control-plane connection is one call; the stream is tokio's `AsyncRead` /
+//! `AsyncWrite`. A pinning strategy binds the path's source and pins the interface before
+//! the SYN leaves; with no path outside the tunnel the connect fails with
+//! [`Error::HostUnreachable`] and no SYN is sent.
+//!
+//! ```no_run
+//! # #[cfg(target_os = "linux")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use loopguard::{GuardConfig, LinuxMark, SocketFactory};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let factory = SocketFactory::new(LinuxMark::new(GuardConfig::default()));
+//! let mut control = factory.connect("198.51.100.7:443".parse()?).await?;
+//! control.write_all(b"hello").await?;
+//! let mut reply = [0u8; 5];
+//! control.read_exact(&mut reply).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Raw sockets
 //! [`UdpSocket`], [`TcpSocket`] and [`TcpStream`] lend their operating system socket
 //! (`AsFd` / `AsRawFd` on Unix, `AsSocket` / `AsRawSocket` on Windows), for options loopguard
