@@ -83,7 +83,7 @@ fn cross(g: &GuardedLab, change: &[&[&str]]) -> Crossing {
                 let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
                 let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
                 roaming.reset_on_change(factory.clone());
-                let before = roaming.track(server).await;
+                let before = roaming.track_now(server).await;
                 println!("egress before: {before:?}");
                 let socket = Arc::new(factory.bind("0.0.0.0:0".parse().unwrap()).unwrap());
                 let stop = Arc::new(AtomicBool::new(false));
