@@ -723,7 +723,7 @@ fn roaming_act(lab: &Lab, echo: &EchoServers, counter: &TunCounter) -> anyhow::R
                 let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun))?;
                 let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
                 roaming.reset_on_change(factory.clone());
-                roaming.track(server).await;
+                roaming.track_now(server).await;
                 let socket = Arc::new(factory.bind(unspecified_for(destination))?);
                 let stop = Arc::new(AtomicBool::new(false));
                 let sent = Arc::new(AtomicU64::new(0));

@@ -72,7 +72,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<bool> {
     let monitor = Monitor::new(monitor_config).context("subscribing to rtnetlink notifications")?;
     let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
     for ip in &args.track {
-        let egress = roaming.track(*ip).await;
+        let egress = roaming.track_now(*ip).await;
         let now = egress.map_or("no path outside the tunnel".to_owned(), |e| e.to_string());
         eprintln!("tracking {ip}: {now}");
     }

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{block_on, GuardedLab};
-use loopguard::monitor::{Batch, MarkedRoute, Monitor, MonitorConfig, Reset, Roaming};
+use loopguard::monitor::{
+    Batch, EgressFuture, EgressLookup, MarkedRoute, Monitor, MonitorConfig, Reset, Roaming,
+};
 use loopguard::os::linux::{KeepOptions, TunnelRoutes};
 use loopguard::resolve::GuardedResolver;
 use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
@@ -83,7 +85,7 @@ fn cross(g: &GuardedLab, change: &[&[&str]]) -> Crossing {
                 let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
                 let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
                 roaming.reset_on_change(factory.clone());
-                let before = roaming.track(server).await;
+                let before = roaming.track_now(server).await;
                 println!("egress before: {before:?}");
                 let socket = Arc::new(factory.bind("0.0.0.0:0".parse().unwrap()).unwrap());
                 let stop = Arc::new(AtomicBool::new(false));
@@ -266,6 +268,258 @@ fn a_metric_change_preferring_the_other_uplink_is_noticed_and_followed() {
         addresses_before,
         "addresses changed: the test would not show a pure metric change"
     );
+}
+
+/// A lookup that counts the lookups under way, so a test can tell that a `next` future was
+/// dropped while one ran.
+struct Watched<L> {
+    inner: L,
+    running: Arc<AtomicU64>,
+}
+
+/// One lookup under way, until it finishes or is dropped.
+struct Running(Arc<AtomicU64>);
+
+impl Running {
+    fn enter(count: &Arc<AtomicU64>) -> Running {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<L: EgressLookup> EgressLookup for Watched<L> {
+    fn egress(&self, destination: IpAddr) -> EgressFuture<'_> {
+        Box::pin(async move {
+            let _running = Running::enter(&self.running);
+            self.inner.egress(destination).await
+        })
+    }
+}
+
+/// What one round of the flood test saw.
+#[derive(Debug, Default)]
+struct FloodRound {
+    /// Flood datagrams received while waiting for the event.
+    received: u64,
+    /// Of those receives, how many won the `select!` while a route lookup of `next` ran:
+    /// each dropped the `next` future mid-lookup.
+    mid_lookup: u64,
+    /// From the change to the rebind event (`None`: none within the bound).
+    noticed: Option<Duration>,
+    /// The interface the rebind reported.
+    after: Option<String>,
+    /// The local address a guarded probe's echo came back to, after the event.
+    echo_to: Option<IpAddr>,
+}
+
+/// The `loopguard watch`-style loop of an application under load: one `tokio::select!` over a
+/// guarded socket flooded from the server and `Roaming::next`, through uplink changes.
+///
+/// Why it fails against a `next` that is not cancel safe: a datagram is ready nearly every
+/// time the loop polls, so the receive branch wins and the `next` future is dropped over and
+/// over. The old `next` took the batch from the monitor and reset the factories, then awaited
+/// the route lookups (a netlink round trip, `Pending` at least once): dropped there, the
+/// batch was gone, and no event for that change ever came. A round with `mid_lookup > 0`
+/// had such drops, each of which the old `next` would not have survived.
+#[test]
+fn rebinds_are_reported_in_a_select_beside_a_udp_flood() {
+    if loopguard_lab::skip_unprivileged("rebinds_are_reported_in_a_select_beside_a_udp_flood") {
+        return;
+    }
+    let g = GuardedLab::build_with("flood", LabOptions::default(), second_uplink);
+    let server = IpAddr::from(g.lab.server_v4());
+    let echo = g.echo.udp_addr(server).unwrap();
+    let client_v4 = g.lab.client_v4();
+    let (old_source, new_source) = (IpAddr::from(client_v4), IpAddr::from(g.lab.client2_v4()));
+    let (uplink, uplink2) = (g.lab.uplink(), g.lab.uplink2());
+    let (config, tun, ns) = (g.config, g.lab.tun(), g.lab.client().name().to_owned());
+
+    // The flood: as fast as one thread sends, from the server to the guarded socket's port.
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, finished, flooded) = (stop.clone(), finished.clone(), flooded.clone());
+        let socket = g
+            .lab
+            .server()
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap();
+        std::thread::spawn(move || {
+            if let Ok(port) = port_rx.recv_timeout(BOUND) {
+                let payload = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.send_to(&payload, (client_v4, port)).is_ok() {
+                        flooded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            finished.store(true, Ordering::SeqCst);
+        })
+    };
+
+    // Even rounds prefer the second uplink (metric 50), odd rounds take that route away.
+    let preferred = format!("-4 route add default via 203.0.113.129 dev {uplink2} metric 50");
+    let removed = preferred.replacen(" add ", " del ", 1);
+    let rounds: Vec<(String, &str, IpAddr)> = vec![
+        (preferred.clone(), uplink2, new_source),
+        (removed.clone(), uplink, old_source),
+        (preferred, uplink2, new_source),
+        (removed, uplink, old_source),
+    ];
+    let plan: Vec<(String, IpAddr)> = rounds.iter().map(|(c, _, s)| (c.clone(), *s)).collect();
+    let started = Instant::now();
+    let stop_flood = stop.clone();
+    let seen = g
+        .lab
+        .client()
+        .run(move || {
+            let (stop, finished) = (stop_flood, finished);
+            block_on(async move {
+                let factory = SocketFactory::new(LinuxMark::new(config));
+                let monitor = Monitor::new(MonitorConfig::default().ignore_interface(tun)).unwrap();
+                let running = Arc::new(AtomicU64::new(0));
+                let lookup = Watched {
+                    inner: MarkedRoute::new(config),
+                    running: running.clone(),
+                };
+                let mut roaming = Roaming::new(monitor, lookup);
+                roaming.reset_on_change(factory.clone());
+                let before = roaming.track_now(server).await;
+                println!("egress before: {before:?}");
+                let socket = factory.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+                let probe = factory.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+                port_tx.send(socket.local_addr().unwrap().port()).unwrap();
+                let mut buf = vec![0u8; 65_535 * socket.gro_segments()];
+                // The flood arrives before the first change.
+                tokio::time::timeout(BOUND, socket.recv_from(&mut buf))
+                    .await
+                    .expect("the flood never arrived")
+                    .unwrap();
+                let mut seen = Vec::new();
+                for (round, (change, _)) in plan.iter().enumerate() {
+                    let mut args = vec!["-n", ns.as_str()];
+                    args.extend(change.split(' '));
+                    let out = tokio::process::Command::new("ip")
+                        .args(&args)
+                        .output()
+                        .await
+                        .unwrap();
+                    assert!(out.status.success(), "ip {change}: {out:?}");
+                    let changed_at = Instant::now();
+                    let deadline = tokio::time::Instant::now() + BOUND;
+                    let mut r = FloodRound::default();
+                    let rebind = loop {
+                        tokio::select! {
+                            got = socket.recv_from(&mut buf) => {
+                                if let Ok(meta) = got {
+                                    r.received += meta.datagrams(&buf).count() as u64;
+                                }
+                                if running.load(Ordering::SeqCst) > 0 {
+                                    r.mid_lookup += 1;
+                                }
+                            }
+                            e = roaming.next() => {
+                                let Some(e) = e else { break None };
+                                if let Some(rb) = e.rebind.into_iter().find(|rb| rb.destination == server) {
+                                    break Some(rb);
+                                }
+                            }
+                            _ = tokio::time::sleep_until(deadline) => break None,
+                        }
+                    };
+                    r.noticed = rebind.as_ref().map(|_| changed_at.elapsed());
+                    r.after = rebind.and_then(|rb| rb.after).and_then(|a| a.interface);
+                    r.echo_to = probe_echo(&probe, echo, round as u8).await;
+                    seen.push(r);
+                }
+                // The flood ends while the socket is still open, so its tail draws no ICMP
+                // port unreachable (an unguarded kernel reply, which would enter the TUN).
+                stop.store(true, Ordering::Relaxed);
+                wait_until(|| finished.load(Ordering::SeqCst)).await;
+                let quiet = Duration::from_millis(200);
+                let deadline = Instant::now() + BOUND;
+                while Instant::now() < deadline
+                    && tokio::time::timeout(quiet, socket.recv_from(&mut buf))
+                        .await
+                        .is_ok()
+                {}
+                seen
+            })
+        });
+    // Also when the client's loop failed: the flood must stop for the lab to go.
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    let seen = seen.expect("the client's loop failed");
+    let flooded = flooded.load(Ordering::Relaxed);
+    let in_tun = g.tun_packets_to(server);
+    println!(
+        "flood: {flooded} datagrams sent in {:?} ({:.0}/s); TUN packets to the server: {in_tun}",
+        started.elapsed(),
+        flooded as f64 / started.elapsed().as_secs_f64()
+    );
+    for (round, ((change, _, _), r)) in rounds.iter().zip(&seen).enumerate() {
+        println!("round {round} ({change}): {r:?}");
+    }
+    for (round, ((change, interface, source), r)) in rounds.iter().zip(&seen).enumerate() {
+        assert!(
+            r.noticed.is_some(),
+            "round {round} ({change}): no rebind within {BOUND:?} under the flood"
+        );
+        assert_eq!(
+            r.after.as_deref(),
+            Some(*interface),
+            "round {round} ({change})"
+        );
+        assert_eq!(
+            r.echo_to,
+            Some(*source),
+            "round {round} ({change}): the guarded probe did not come back over {interface}"
+        );
+    }
+    // Which branch `select!` polls first is random, so a round may see its lookups through
+    // without an interruption; across the rounds, some must have been interrupted.
+    assert!(
+        seen.iter().any(|r| r.mid_lookup > 0),
+        "the flood never interrupted a lookup: the test showed nothing"
+    );
+    assert_eq!(
+        in_tun,
+        0,
+        "guarded packets entered the TUN: {:?}",
+        g.tun.snapshot()
+    );
+}
+
+/// Sends guarded probes tagged `tag` to `echo` until one comes back (bounded); the local
+/// address it came back to.
+async fn probe_echo(probe: &loopguard::UdpSocket, echo: SocketAddr, tag: u8) -> Option<IpAddr> {
+    let deadline = Instant::now() + BOUND;
+    let mut buf = vec![0u8; 65_535 * probe.gro_segments()];
+    while Instant::now() < deadline {
+        probe.send(&DatagramOut::new(echo, &[tag])).await.ok()?;
+        let wait = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                let meta = probe.recv_from(&mut buf).await.ok()?;
+                // A late echo of an earlier round carries another tag.
+                if meta.addr == echo && meta.datagrams(&buf).any(|d| d == [tag]) {
+                    return meta.dst_ip;
+                }
+            }
+        });
+        if let Ok(to) = wait.await {
+            return to;
+        }
+    }
+    None
 }
 
 /// Counts resets.

@@ -18,26 +18,25 @@
 //! callbacks, a test).
 //!
 //! ```no_run
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # #[cfg(target_os = "linux")] {
-//! use loopguard::monitor::{MarkedRoute, Monitor, MonitorConfig, Roaming};
-//! use loopguard::{GuardConfig, LinuxMark, SocketFactory};
+//! # #[cfg(target_os = "linux")]
+//! async fn follow() -> Result<(), Box<dyn std::error::Error>> {
+//!     use loopguard::monitor::{MarkedRoute, Monitor, MonitorConfig, Roaming};
+//!     use loopguard::{GuardConfig, LinuxMark, SocketFactory};
 //!
-//! let config = GuardConfig::default();
-//! let factory = SocketFactory::new(LinuxMark::new(config));
-//! let monitor = Monitor::new(MonitorConfig::default().ignore_interface("tun0"))?;
-//! let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
-//! roaming.reset_on_change(factory.clone());
-//! roaming.track("192.0.2.10".parse()?).await;
-//! while let Some(event) = roaming.next().await {
-//!     for rebind in &event.rebind {
-//!         println!("rebuild sockets to {}: now via {:?}", rebind.destination, rebind.after);
+//!     let config = GuardConfig::default();
+//!     let factory = SocketFactory::new(LinuxMark::new(config));
+//!     let monitor = Monitor::new(MonitorConfig::default().ignore_interface("tun0"))?;
+//!     let mut roaming = Roaming::new(monitor, MarkedRoute::new(config));
+//!     roaming.reset_on_change(factory.clone());
+//!     roaming.track_now("192.0.2.10".parse()?).await;
+//!     while let Some(event) = roaming.next().await {
+//!         for rebind in &event.rebind {
+//!             println!("rebuild sockets to {}: now via {:?}", rebind.destination, rebind.after);
+//!         }
 //!     }
+//!     Ok(())
 //! }
-//! # }
-//! # Ok(())
-//! # }
+//! # fn main() {}
 //! ```
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
@@ -45,11 +44,24 @@ mod apple;
 mod debounce;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod marked;
 mod roaming;
 #[cfg(windows)]
 mod windows;
 
+// The backend of `Monitor::new`: each offers `start(tx)`.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+use apple as backend;
+#[cfg(target_os = "linux")]
+use linux as backend;
+#[cfg(windows)]
+use windows as backend;
+
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -57,8 +69,11 @@ use tokio::sync::mpsc;
 
 pub use debounce::Debouncer;
 #[cfg(target_os = "linux")]
-pub use roaming::MarkedRoute;
-pub use roaming::{Egress, EgressLookup, Rebind, Reset, ResolveEgress, RoamEvent, Roaming};
+pub use marked::MarkedRoute;
+pub use roaming::{
+    Egress, EgressFuture, EgressLookup, LookupError, Rebind, Reset, ResolveEgress, RoamEvent,
+    Roaming,
+};
 
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -316,7 +331,8 @@ impl Default for MonitorConfig {
     }
 }
 
-/// A stream of debounced network changes. Call [`next`](Monitor::next) in a loop.
+/// A stream of debounced network changes. Call [`next`](Monitor::next) in a loop (it is
+/// cancel safe), or poll it as a [`Stream`](futures_core::Stream) of [`Batch`]es.
 ///
 /// Dropping the monitor stops its backend.
 #[derive(Debug)]
@@ -324,32 +340,34 @@ pub struct Monitor {
     config: MonitorConfig,
     changes: mpsc::UnboundedReceiver<Change>,
     debouncer: Debouncer,
+    /// Wakes the monitor when the pending batch is due; made on first use, inside the
+    /// runtime.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Backend tasks to stop when the monitor goes.
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Monitor {
-    /// Subscribes to this network namespace's rtnetlink notifications (links, IPv4 and IPv6
-    /// addresses, routes and rules). No daemon is needed: it works on a bare host.
+    /// Subscribes to the operating system's change notifications:
     ///
-    /// Must be called inside a tokio runtime; the netlink socket belongs to the calling
-    /// thread's network namespace.
-    #[cfg(target_os = "linux")]
+    /// - Linux: this network namespace's rtnetlink notifications (links, IPv4 and IPv6
+    ///   addresses, routes and rules). No daemon is needed: it works on a bare host. The
+    ///   netlink socket belongs to the calling thread's network namespace.
+    /// - Windows: the route, interface and address change notifications (IPv4 and IPv6).
+    ///   Rows carry no interface names: ignore the tunnel with
+    ///   [`MonitorConfig::ignore_interface_index`], or use `Monitor::for_tunnel`, filtering
+    ///   by LUID. Under Wine the registrations succeed but never fire.
+    /// - macOS and iOS: an `AF_ROUTE` socket, reporting route (`RTM_ADD`, `RTM_DELETE`,
+    ///   `RTM_CHANGE`), address (`RTM_NEWADDR`, `RTM_DELADDR`) and link (`RTM_IFINFO`)
+    ///   changes, with interface names looked up by index while the interface exists.
+    ///
+    /// Must be called inside a tokio runtime. Other systems (Android) feed
+    /// [`Monitor::from_changes`].
+    #[cfg(any(target_os = "linux", windows, target_os = "macos", target_os = "ios"))]
     pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let tasks = linux::start(tx)?;
+        let tasks = backend::start(tx)?;
         Ok(Monitor::with_backend(config, rx, tasks))
-    }
-
-    /// Registers for Windows' route, interface and address change notifications (IPv4 and
-    /// IPv6). Rows carry no interface names: ignore the tunnel with
-    /// [`MonitorConfig::ignore_interface_index`], or use [`Monitor::for_tunnel`].
-    ///
-    /// Must be called inside a tokio runtime. Under Wine the registrations succeed but never
-    /// fire.
-    #[cfg(windows)]
-    pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
-        Monitor::for_tunnel(config, crate::route::Tunnel::default())
     }
 
     /// Like [`Monitor::new`], dropping every notification about `tunnel`'s interfaces (by
@@ -360,19 +378,7 @@ impl Monitor {
         tunnel: crate::route::Tunnel,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let tasks = windows::start(tunnel, tx)?;
-        Ok(Monitor::with_backend(config, rx, tasks))
-    }
-
-    /// Opens an `AF_ROUTE` socket and reports route (`RTM_ADD`, `RTM_DELETE`,
-    /// `RTM_CHANGE`), address (`RTM_NEWADDR`, `RTM_DELADDR`) and link (`RTM_IFINFO`) changes,
-    /// with interface names looked up by index while the interface exists.
-    ///
-    /// Must be called inside a tokio runtime.
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    pub fn new(config: MonitorConfig) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let tasks = apple::start(tx)?;
+        let tasks = windows::start_for(tunnel, tx)?;
         Ok(Monitor::with_backend(config, rx, tasks))
     }
 
@@ -393,6 +399,7 @@ impl Monitor {
             config,
             changes,
             debouncer,
+            timer: None,
             tasks,
         }
     }
@@ -404,32 +411,63 @@ impl Monitor {
 
     /// The next debounced batch; `None` once the source of changes has ended (and the last
     /// batch was returned).
+    ///
+    /// Cancel safety: this method is cancel safe. Changes received before the future is
+    /// dropped stay in the monitor's debouncer and are part of the next batch.
     pub async fn next(&mut self) -> Option<Batch> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next debounced batch, as [`next`](Monitor::next) awaits it: `Pending`
+    /// registers `cx` to be woken by a new change or by the pending batch's deadline.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Batch>> {
         loop {
-            let deadline = self.debouncer.deadline();
-            let change = match deadline {
-                Some(at) => {
-                    tokio::select! {
-                        c = self.changes.recv() => c,
-                        _ = tokio::time::sleep_until(at.into()) => {
-                            if let Some(batch) = self.debouncer.take_due(std::time::Instant::now()) {
-                                return Some(batch);
-                            }
-                            continue;
-                        }
-                    }
-                }
-                None => self.changes.recv().await,
-            };
-            match change {
-                Some(c) if self.config.admits(&c) => {
-                    self.debouncer.push(std::time::Instant::now(), c);
-                }
-                Some(c) => tracing::trace!(change = %c, "ignored: the tunnel's own interface"),
-                None => return self.debouncer.flush(),
+            // Checked before every change, so a storm that keeps the channel full still
+            // yields a batch once the delay bound has passed.
+            if let Some(batch) = self.debouncer.take_due(now()) {
+                return Poll::Ready(Some(batch));
             }
+            match self.changes.poll_recv(cx) {
+                Poll::Ready(Some(c)) if self.config.admits(&c) => {
+                    self.debouncer.push(now(), c);
+                    continue;
+                }
+                Poll::Ready(Some(c)) => {
+                    tracing::trace!(change = %c, "ignored: the tunnel's own interface");
+                    continue;
+                }
+                Poll::Ready(None) => return Poll::Ready(self.debouncer.flush()),
+                Poll::Pending => {}
+            }
+            let Some(at) = self.debouncer.deadline() else {
+                return Poll::Pending;
+            };
+            let at = tokio::time::Instant::from_std(at);
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The deadline passed: the batch is due on the next round.
         }
     }
+}
+
+impl futures_core::Stream for Monitor {
+    type Item = Batch;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Batch>> {
+        Monitor::poll_next(self.get_mut(), cx)
+    }
+}
+
+/// Now, on tokio's clock, which the debounce timer runs on (a paused test clock too).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 impl Drop for Monitor {

@@ -9,9 +9,14 @@ use super::{Change, ChangeKind};
 use crate::os::windows::notify::{self, Action, ChangeNotifications, Notification};
 use crate::route::Tunnel;
 
+/// Registers the notifications of every interface: [`Monitor::new`](super::Monitor::new).
+pub(super) fn start(tx: UnboundedSender<Change>) -> io::Result<Vec<tokio::task::AbortHandle>> {
+    start_for(Tunnel::default(), tx)
+}
+
 /// Registers the notifications (none on `tunnel`'s interfaces) and spawns the task that
 /// keeps them alive until the monitor is dropped.
-pub(super) fn start(
+pub(super) fn start_for(
     tunnel: Tunnel,
     tx: UnboundedSender<Change>,
 ) -> io::Result<Vec<tokio::task::AbortHandle>> {
