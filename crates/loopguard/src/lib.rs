@@ -61,6 +61,7 @@
 //!   every OS), with readers for the dumps users paste into bug reports.
 
 mod cache;
+mod change;
 mod counters;
 mod error;
 mod factory;
