@@ -58,6 +58,8 @@ pub use debounce::Debouncer;
 #[cfg(target_os = "linux")]
 pub use roaming::MarkedRoute;
 pub use roaming::{Egress, EgressLookup, Rebind, Reset, ResolveEgress, RoamEvent, Roaming};
+#[cfg(windows)]
+pub use windows::reset_on_change;
 
 impl Change {
     /// Whether this change is about `interface` (a name or a decimal index).
