@@ -110,9 +110,10 @@ pub(crate) use linux::{end_text, finding_json, path_json};
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use loopguard::keeper::{KeepOptions, KeeperEvent, RouteKeeper};
     use loopguard::os::linux::{
-        restore_sysctls, Finding, KeepOptions, KeeperEvent, PathCheck, PathEnd, RouteKeeper,
-        RoutesError, RoutesState, SysctlChange, TunnelRoutes,
+        restore_sysctls, Finding, PathCheck, PathEnd, RoutesError, RoutesState, SysctlChange,
+        TunnelRoutes,
     };
     use loopguard::GuardConfig;
     use serde::Serialize;

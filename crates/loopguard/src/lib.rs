@@ -51,6 +51,9 @@
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
 //! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
 //!   lookup.
+//! - `keeper` (Linux): `TunnelRoutes::keep` and its `RouteKeeper`, which put the tunnel's
+//!   routes and rules back as other programs delete them; it combines the routes with the
+//!   monitor, so it sits above both.
 //! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
 //!   resets factories and reports the sockets to rebuild when the machine roams.
 //! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
@@ -65,6 +68,8 @@ mod change;
 mod counters;
 mod error;
 mod factory;
+#[cfg(target_os = "linux")]
+pub mod keeper;
 pub mod monitor;
 pub mod os;
 pub mod resolve;
