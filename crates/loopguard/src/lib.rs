@@ -62,6 +62,12 @@
 //!   tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
 //!   every OS), with readers for the dumps users paste into bug reports.
+//!
+// The Linux strategies exist on Linux only: elsewhere their names above link to `os`.
+#![cfg_attr(
+    not(target_os = "linux"),
+    doc = "[`LinuxMark`]: crate::os\n[`PinOutside`]: crate::os\n[`TunnelRoutes`]: crate::os"
+)]
 
 mod cache;
 mod change;
