@@ -43,3 +43,16 @@ macro_rules! outln {
         $crate::out::line(format_args!($($arg)*))?
     };
 }
+
+/// `error` and each of its sources, `a: b: c`, as anyhow's `{:#}` shows a chain: library
+/// errors keep their sources out of their own text.
+pub fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

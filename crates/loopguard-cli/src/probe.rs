@@ -305,19 +305,6 @@ fn check_destination(destination: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `error` and each of its sources, `a: b: c`, as anyhow's `{:#}` shows a chain.
-#[cfg(target_os = "linux")]
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 /// Says what a library error means for the probe, in words a user can act on.
 #[cfg(target_os = "linux")]
 pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
@@ -329,7 +316,10 @@ pub fn describe(error: &loopguard::Error, destination: SocketAddr) -> String {
         Error::TunnelGone { destination } => {
             format!("{destination} not tried: the tunnel is not in the host's tables (deleted, or restarted under a new identity); nothing was sent")
         }
-        Error::Protection(p) => format!("protection failed, nothing was sent: {}", with_sources(p)),
+        Error::Protection(p) => format!(
+            "protection failed, nothing was sent: {}",
+            crate::out::with_sources(p)
+        ),
         Error::Io(e) => match e.raw_os_error() {
             Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => {
                 format!("{destination} is unreachable: {e}")

@@ -110,9 +110,10 @@ pub(crate) use linux::{end_text, finding_json, path_json};
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use loopguard::keeper::{KeepOptions, KeeperEvent, RouteKeeper};
     use loopguard::os::linux::{
-        restore_sysctls, Finding, KeepOptions, KeeperEvent, PathCheck, PathEnd, RouteKeeper,
-        RoutesError, RoutesState, SysctlChange, TunnelRoutes,
+        restore_sysctls, Finding, PathCheck, PathEnd, RoutesError, RoutesState, SysctlChange,
+        TunnelRoutes,
     };
     use loopguard::GuardConfig;
     use serde::Serialize;
@@ -329,7 +330,7 @@ mod linux {
                 json!({ "event": "restored", "piece": piece.as_str(), "count": count })
             }
             KeeperEvent::RepairFailed { piece, error } => json!({
-                "event": "repair_failed", "piece": piece.as_str(), "error": error.to_string()
+                "event": "repair_failed", "piece": piece.as_str(), "error": crate::out::with_sources(error)
             }),
             KeeperEvent::DeviceRenamed { index, from, to } => json!({
                 "event": "device_renamed", "index": index, "from": from, "to": to

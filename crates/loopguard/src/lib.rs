@@ -125,6 +125,9 @@
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
 //! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
 //!   lookup.
+//! - `keeper` (Linux): `TunnelRoutes::keep` and its `RouteKeeper`, which put the tunnel's
+//!   routes and rules back as other programs delete them; it combines the routes with the
+//!   monitor, so it sits above both.
 //! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
 //!   resets factories and reports the sockets to rebuild when the machine roams.
 //! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
@@ -135,12 +138,21 @@
 //!   every OS), with readers for the dumps users paste into bug reports.
 //! - [`integrations`]: guarded connections for other crates' clients, behind cargo features
 //!   (`hyper`: a connector for hyper-util's client and WebSocket clients).
+//!
+// The Linux strategies exist on Linux only: elsewhere their names above link to `os`.
+#![cfg_attr(
+    not(target_os = "linux"),
+    doc = "[`LinuxMark`]: crate::os\n[`PinOutside`]: crate::os\n[`TunnelRoutes`]: crate::os"
+)]
 
 mod cache;
+mod change;
 mod counters;
 mod error;
 mod factory;
 pub mod integrations;
+#[cfg(target_os = "linux")]
+pub mod keeper;
 pub mod monitor;
 pub mod os;
 mod raw_socket;

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use ipnet::IpNet;
-use loopguard::os::linux::{KeepOptions, StopReport, TunnelRoutes};
+use loopguard::keeper::{KeepOptions, KeeperEvent, StopReport};
+use loopguard::os::linux::{RoutesError, TunnelRoutes};
 use loopguard::GuardConfig;
 use loopguard_lab::{EchoServers, Lab, Netns, TunCounter};
 
@@ -167,9 +168,19 @@ fn assert_none_leaked(
 }
 
 /// A keeper running on a thread of the client namespace, its events forwarded as text.
+/// One event as the test sees it: its text, and the typed errors a caller can match on.
+#[derive(Clone, Debug)]
+struct Seen {
+    text: String,
+    /// The error of a `RepairFailed` event.
+    failure: Option<Arc<RoutesError>>,
+    /// `RouteKeeper::last_error` right after the event was read.
+    last_error: Option<Arc<RoutesError>>,
+}
+
 struct RunningKeeper {
-    events: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    events: mpsc::Receiver<Seen>,
+    seen: Vec<Seen>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: mpsc::Receiver<StopReport>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -195,7 +206,17 @@ impl RunningKeeper {
                             _ = &mut stop_rx => break,
                             e = keeper.next_event() => match e {
                                 Some(e) => {
-                                    let _ = events_tx.send(e.to_string());
+                                    let failure = match &e {
+                                        KeeperEvent::RepairFailed { error, .. } => {
+                                            Some(Arc::clone(error))
+                                        }
+                                        _ => None,
+                                    };
+                                    let _ = events_tx.send(Seen {
+                                        text: e.to_string(),
+                                        failure,
+                                        last_error: keeper.last_error(),
+                                    });
                                 }
                                 None => break,
                             },
@@ -217,9 +238,14 @@ impl RunningKeeper {
 
     /// Waits for an event whose text contains `needle`.
     fn wait_event(&mut self, needle: &str) -> String {
+        self.wait_seen(needle).text
+    }
+
+    /// Waits for an event whose text contains `needle`, with its typed errors.
+    fn wait_seen(&mut self, needle: &str) -> Seen {
         let deadline = Instant::now() + BOUND;
         loop {
-            if let Some(e) = self.seen.iter().find(|e| e.contains(needle)) {
+            if let Some(e) = self.seen.iter().find(|e| e.text.contains(needle)) {
                 return e.clone();
             }
             let left = deadline
@@ -227,7 +253,7 @@ impl RunningKeeper {
                 .unwrap_or_else(|| panic!("no event {needle:?} within {BOUND:?}: {:?}", self.seen));
             match self.events.recv_timeout(left) {
                 Ok(e) => {
-                    println!("keeper: {e}");
+                    println!("keeper: {}", e.text);
                     self.seen.push(e);
                 }
                 Err(_) => panic!("no event {needle:?} within {BOUND:?}: {:?}", self.seen),
@@ -336,8 +362,18 @@ fn ipv6_routes_come_back_when_ipv6_is_enabled_again_on_the_tun() {
     wait_until("the kernel dropped the TUN's IPv6 routes", || {
         !routed(ns, "-6", tun)
     });
-    let failed = keeper.wait_event("IPv6 is disabled on network device");
-    assert!(failed.contains("cannot restore IPv6 routes"), "{failed}");
+    let failed = keeper.wait_seen("IPv6 is disabled on network device");
+    assert!(
+        failed.text.contains("cannot restore IPv6 routes"),
+        "{failed:?}"
+    );
+    // The failure is typed, in the event and in `last_error`: a caller matches on it.
+    for error in [&failed.failure, &failed.last_error] {
+        assert!(
+            matches!(error.as_deref(), Some(RoutesError::Ipv6DisabledOnDevice(d)) if d == tun),
+            "{failed:?}"
+        );
+    }
     assert!(routed(ns, "-4", tun), "IPv4 routes were lost with IPv6");
     // Another repair meanwhile (a rule deleted and restored) fails the same way for IPv6:
     // that failure is not reported again.
@@ -348,11 +384,12 @@ fn ipv6_routes_come_back_when_ipv6_is_enabled_again_on_the_tun() {
         routed(ns, "-6", tun)
     });
     println!("IPv6 routes back {back:?} after disable_ipv6=0 (target < 1 s)");
-    keeper.wait_event("every piece is in place again");
+    let recovered = keeper.wait_seen("every piece is in place again");
+    assert!(recovered.last_error.is_none(), "{recovered:?}");
     let reported = keeper
         .seen
         .iter()
-        .filter(|e| e.contains("IPv6 is disabled"))
+        .filter(|e| e.text.contains("IPv6 is disabled"))
         .count();
     assert_eq!(reported, 1, "{:?}", keeper.seen);
     assert_none_leaked(unmarked, ns, &echo, &targets);

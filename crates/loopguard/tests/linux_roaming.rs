@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{block_on, GuardedLab};
+use loopguard::keeper::KeepOptions;
 use loopguard::monitor::{
     Batch, EgressFuture, EgressLookup, MarkedRoute, Monitor, MonitorConfig, Reset, Roaming,
 };
-use loopguard::os::linux::{KeepOptions, TunnelRoutes};
+use loopguard::os::linux::TunnelRoutes;
 use loopguard::resolve::GuardedResolver;
 use loopguard::{DatagramOut, GuardConfig, LinuxMark, SocketFactory};
 use loopguard_lab::{Lab, LabOptions, Netns, Transport};

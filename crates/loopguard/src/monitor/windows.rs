@@ -1,12 +1,13 @@
 //! Windows backend: the IP Helper change notifications of
-//! [`notify`](crate::os::windows::notify), each turned into a [`Change`].
+//! [`notify`](crate::os::windows::notify), each turned into a [`Change`]; and
+//! [`reset_on_change`], the same notifications wired straight to a factory's reset.
 
 use std::io;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Change, ChangeKind};
-use crate::os::windows::notify::{self, Action, ChangeNotifications, Notification};
+use super::{Change, ChangeKind, Reset};
+use crate::os::windows::notify::{Action, ChangeNotifications, Notification, NotificationKind};
 use crate::route::Tunnel;
 
 /// Registers the notifications of every interface: [`Monitor::new`](super::Monitor::new).
@@ -36,6 +37,21 @@ pub(super) fn start_for(
     Ok(vec![keeper.abort_handle()])
 }
 
+/// Resets `target` (a [`SocketFactory`](crate::SocketFactory), or anything else that caches
+/// paths) on every route, interface or address change outside `tunnel`, without a
+/// [`Monitor`](super::Monitor): no debounce (a reset is a generation bump, cheap even in
+/// bursts) and no report of which destinations moved; [`Roaming`](super::Roaming) does both.
+/// Keep the returned value alive as long as `target` is used.
+pub fn reset_on_change(
+    target: impl Reset + 'static,
+    tunnel: Tunnel,
+) -> io::Result<ChangeNotifications> {
+    ChangeNotifications::register(tunnel, move |kind| {
+        tracing::debug!(?kind, "network change: forgetting cached paths");
+        target.reset();
+    })
+}
+
 /// The monitor's view of one notification.
 ///
 /// - Routes: added, removed, changed (a metric change, for one); the destination prefix and
@@ -51,14 +67,14 @@ pub(super) fn start_for(
 /// [`Monitor::for_tunnel`](super::Monitor::for_tunnel)) or by index.
 pub(super) fn to_change(n: &Notification) -> Change {
     let kind = match (n.kind, n.action) {
-        (notify::ChangeKind::Route, Action::Added) => ChangeKind::RouteAdded,
-        (notify::ChangeKind::Route, Action::Deleted) => ChangeKind::RouteRemoved,
-        (notify::ChangeKind::Route, Action::Changed) => ChangeKind::RouteChanged,
-        (notify::ChangeKind::Address, Action::Deleted) => ChangeKind::AddressRemoved,
-        (notify::ChangeKind::Address, _) => ChangeKind::AddressAdded,
-        (notify::ChangeKind::Interface, Action::Deleted) => ChangeKind::LinkRemoved,
-        (notify::ChangeKind::Interface, _) if n.connected == Some(false) => ChangeKind::LinkDown,
-        (notify::ChangeKind::Interface, _) => ChangeKind::LinkUp,
+        (NotificationKind::Route, Action::Added) => ChangeKind::RouteAdded,
+        (NotificationKind::Route, Action::Deleted) => ChangeKind::RouteRemoved,
+        (NotificationKind::Route, Action::Changed) => ChangeKind::RouteChanged,
+        (NotificationKind::Address, Action::Deleted) => ChangeKind::AddressRemoved,
+        (NotificationKind::Address, _) => ChangeKind::AddressAdded,
+        (NotificationKind::Interface, Action::Deleted) => ChangeKind::LinkRemoved,
+        (NotificationKind::Interface, _) if n.connected == Some(false) => ChangeKind::LinkDown,
+        (NotificationKind::Interface, _) => ChangeKind::LinkUp,
     };
     let mut change = Change::new(kind);
     if let Some(index) = n.interface_index {
@@ -78,7 +94,7 @@ mod tests {
     use super::*;
     use crate::route::Luid;
 
-    fn row(kind: notify::ChangeKind, action: Action) -> Notification {
+    fn row(kind: NotificationKind, action: Action) -> Notification {
         Notification {
             kind,
             action,
@@ -108,8 +124,19 @@ mod tests {
     }
 
     #[test]
+    fn reset_on_change_registers_the_three_notifications() {
+        struct Ignored;
+        impl Reset for Ignored {
+            fn reset(&self) {}
+        }
+        let registrations = reset_on_change(Ignored, Tunnel::default())
+            .expect("the three notifications register (also under Wine)");
+        assert_eq!(registrations.registrations(), 3);
+    }
+
+    #[test]
     fn routes_carry_prefix_and_metric() {
-        let mut n = row(notify::ChangeKind::Route, Action::Changed);
+        let mut n = row(NotificationKind::Route, Action::Changed);
         n.prefix = Some("0.0.0.0/0".parse().unwrap());
         n.metric = Some(25);
         let c = to_change(&n);
@@ -125,7 +152,7 @@ mod tests {
 
     #[test]
     fn addresses_and_interfaces_map_by_action_and_connectivity() {
-        let mut a = row(notify::ChangeKind::Address, Action::Added);
+        let mut a = row(NotificationKind::Address, Action::Added);
         a.prefix = Some("192.0.2.10/24".parse().unwrap());
         assert_eq!(to_change(&a).kind, ChangeKind::AddressAdded);
         assert_eq!(to_change(&a).subject, a.prefix);
@@ -134,7 +161,7 @@ mod tests {
         a.action = Action::Deleted;
         assert_eq!(to_change(&a).kind, ChangeKind::AddressRemoved);
 
-        let mut i = row(notify::ChangeKind::Interface, Action::Changed);
+        let mut i = row(NotificationKind::Interface, Action::Changed);
         i.connected = Some(false);
         assert_eq!(to_change(&i).kind, ChangeKind::LinkDown);
         i.connected = Some(true);
@@ -147,7 +174,7 @@ mod tests {
         let bare = Notification {
             interface_index: None,
             luid: None,
-            ..row(notify::ChangeKind::Route, Action::Changed)
+            ..row(NotificationKind::Route, Action::Changed)
         };
         assert_eq!(to_change(&bare), Change::new(ChangeKind::RouteChanged));
     }

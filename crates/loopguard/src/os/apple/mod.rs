@@ -31,7 +31,7 @@
 //! # Routing messages
 //! [`route_message`] builds `RTM_GET` requests and parses replies. It is pure code, compiled
 //! and tested on every OS; the strategies that use it exist on macOS and iOS only.
-//! [`route_events`] turns the socket's change notifications into [`crate::monitor`] changes,
+//! [`route_events`] turns the socket's change notifications into the network monitor's changes,
 //! pure and tested everywhere too.
 //!
 //! [`Error::HostUnreachable`]: crate::Error::HostUnreachable

@@ -1,5 +1,5 @@
 //! Darwin routing-socket notifications (`AF_ROUTE`) turned into the portable
-//! [`Change`]s of [`crate::monitor`]. Pure code, compiled and tested on every OS; the macOS
+//! [`Change`]s the network monitor debounces. Pure code, compiled and tested on every OS; the macOS
 //! and iOS monitor backend reads the socket and calls [`parse_change`] on every message.
 //!
 //! # Messages (Darwin `<net/route.h>`, `<net/if.h>`; host order, little-endian)
@@ -29,7 +29,7 @@ use ipnet::IpNet;
 use super::route_message::{
     self, sockaddr_space, ParseError, RouteAddr, RouteMessage, AF_INET, AF_INET6, RTM_VERSION,
 };
-use crate::monitor::{Change, ChangeKind};
+use crate::change::{Change, ChangeKind};
 
 /// `RTM_ADD`: a route was added.
 pub const RTM_ADD: u8 = 0x1;

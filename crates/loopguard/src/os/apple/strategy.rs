@@ -152,9 +152,9 @@ impl Strategy for BoundInterface {
 /// every packet it sends leaves by that interface, whatever the routing table says.
 ///
 /// The factory does this for TCP before connecting. For a UDP socket that talks to one peer
-/// (or through one uplink) call it yourself with the path from
-/// [`SocketFactory::path_for`](crate::SocketFactory::path_for); a UDP socket with many peers
-/// relies on the per-datagram source instead (see the module documentation).
+/// (or through one uplink) call it yourself with the path from the factory's `path_for`; a
+/// UDP socket with many peers relies on the per-datagram source instead (see the module
+/// documentation).
 pub fn bind_to_interface(socket: impl AsFd, path: &Path) -> Result<(), ProtectionError> {
     let socket = socket2::SockRef::from(&socket);
     let Some(index) = path.interface.and_then(NonZeroU32::new) else {

@@ -12,7 +12,7 @@ mod netlink_host;
 mod pin;
 mod route_get;
 mod route_resolver;
-mod routes;
+pub(crate) mod routes;
 pub(crate) mod udp_send;
 
 pub use config::{ConfigError, GuardConfig, GuardConfigBuilder};
@@ -23,7 +23,7 @@ pub use route_get::{route_get, KernelRoute};
 pub use route_resolver::RouteResolver;
 pub use routes::{
     interface_index, interface_name, restore_sysctls, ApplyReport, DoctorReport, Family, Finding,
-    InstalledRoute, InstalledRule, KeepOptions, KeeperEvent, OtherRule, Owner, PathCheck, PathEnd,
-    Piece, RemoveReport, RouteKeeper, RoutesError, RoutesGuard, RoutesState, Severity, StopReport,
-    SysctlChange, TunnelRoutes, LOOPGUARD_PROTOCOL,
+    InstalledRoute, InstalledRule, OtherRule, Owner, PathCheck, PathEnd, Piece, RemoveReport,
+    RoutesError, RoutesGuard, RoutesState, Severity, SysctlChange, TunnelRoutes,
+    LOOPGUARD_PROTOCOL,
 };

@@ -72,7 +72,7 @@ impl PinOutside {
     /// every destination is [`Error::TunnelGone`](crate::Error::TunnelGone) until a device
     /// answers to `tunnel` again, which is then avoided in turn
     /// ([`TunnelRestart::FollowName`](crate::os::best_route::TunnelRestart)). Reset the
-    /// factory on network changes (the [`monitor`](crate::monitor) does) so cached paths are
+    /// factory on network changes (the network monitor's `Roaming` does) so cached paths are
     /// resolved again.
     pub fn for_tunnel_named(tunnel: &str) -> Result<Self, PinOutsideError> {
         let host = NetlinkHost::new()?;

@@ -1,12 +1,11 @@
 //! Route, interface and address change notifications (`NotifyRouteChange2`,
 //! `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`) that invalidate cached paths.
 //!
-//! The API is small so the roaming monitor can reuse it: [`ChangeNotifications::register`]
-//! takes a callback, [`ChangeNotifications::register_detailed`] one that also receives what
-//! the changed row says ([`Notification`]: interface, prefix or address, metric), which the
-//! Windows [`Monitor`](crate::monitor::Monitor) uses; [`reset_on_change`] wires it to a factory's
-//! [`reset`](crate::SocketFactory::reset) (a generation bump: cheap, so bursts need no
-//! debounce here). Changes of the tunnel's own interface are ignored.
+//! The API is small so the network monitor's Windows backend can use it:
+//! [`ChangeNotifications::register`] takes a callback, [`ChangeNotifications::register_detailed`]
+//! one that also receives what the changed row says ([`Notification`]: interface, prefix or
+//! address, metric). Changes of the tunnel's own interface are ignored. This module knows
+//! neither the monitor nor the socket factory: what wires a callback to them lives above.
 //!
 //! Windows fills only the key fields of the row it hands to a callback ("NotifyRouteChange2",
 //! "NotifyIpInterfaceChange", "NotifyUnicastIpAddressChange", Win32 docs): prefix, next hop,
@@ -20,8 +19,8 @@
 //! or drop its own registration without deadlocking `CancelMibChangeNotify2`, and a panic is
 //! caught there instead of unwinding into Windows.
 //!
-//! Under Wine the registrations succeed but never fire; the cache then still
-//! recovers through send errors and [`reset`](crate::SocketFactory::reset).
+//! Under Wine the registrations succeed but never fire; a factory's path cache then still
+//! recovers through send errors and explicit resets.
 
 use std::ffi::c_void;
 use std::io;
@@ -46,11 +45,11 @@ use super::mib::{from_sockaddr_inet, to_sockaddr_inet, win32};
 use super::wine;
 use crate::os::callback_thread::{CallbackThread, Poster};
 use crate::route::{Luid, Tunnel};
-use crate::{SocketFactory, Strategy};
 
-/// Which table changed.
+/// Which table a notification is about. (The monitor's portable change kind is decided from
+/// this and the [`Action`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeKind {
+pub enum NotificationKind {
     /// A route was added, removed or changed.
     Route,
     /// An interface's parameters (metric, connectivity) changed.
@@ -88,7 +87,7 @@ impl Action {
 #[non_exhaustive]
 pub struct Notification {
     /// Which table changed.
-    pub kind: ChangeKind,
+    pub kind: NotificationKind,
     /// What happened to the row.
     pub action: Action,
     /// The interface's LUID.
@@ -107,7 +106,7 @@ pub struct Notification {
 }
 
 impl Notification {
-    fn new(kind: ChangeKind, action: MIB_NOTIFICATION_TYPE) -> Self {
+    fn new(kind: NotificationKind, action: MIB_NOTIFICATION_TYPE) -> Self {
         Notification {
             kind,
             action: Action::from_raw(action),
@@ -174,7 +173,7 @@ impl ChangeNotifications {
     /// on a thread of ours for every change not on `ignore`'s interfaces.
     pub fn register(
         ignore: Tunnel,
-        on_change: impl Fn(ChangeKind) + Send + Sync + 'static,
+        on_change: impl Fn(NotificationKind) + Send + Sync + 'static,
     ) -> io::Result<Self> {
         Self::register_detailed(ignore, move |n| on_change(n.kind))
     }
@@ -274,24 +273,24 @@ fn complete(posted: Posted) -> Notification {
         return n;
     };
     if wine::is_wine() || n.action == Action::Deleted {
-        if n.kind == ChangeKind::Address {
+        if n.kind == NotificationKind::Address {
             n.prefix = n.prefix.map(|p| host_prefix(p.addr()));
         }
         return n;
     }
     match n.kind {
-        ChangeKind::Interface => {
+        NotificationKind::Interface => {
             if let Some((metric, connected)) = interface_state(luid, posted.family) {
                 n.metric = Some(metric);
                 n.connected = Some(connected);
             }
         }
-        ChangeKind::Route => {
+        NotificationKind::Route => {
             if let (Some(prefix), Some(next_hop)) = (n.prefix, posted.next_hop) {
                 n.metric = route_metric(luid, prefix, next_hop);
             }
         }
-        ChangeKind::Address => {
+        NotificationKind::Address => {
             if let (Some(prefix), Some(address)) = (n.prefix, posted.address) {
                 n.prefix = Some(
                     on_link_prefix_length(luid, address)
@@ -361,19 +360,6 @@ fn on_link_prefix_length(luid: Luid, address: SOCKADDR_INET) -> Option<u8> {
     }
 }
 
-/// Resets `factory`'s cached paths on every route, interface or address change outside the
-/// tunnel. Keep the returned value alive as long as the factory is used.
-pub fn reset_on_change<S: Strategy>(
-    factory: &SocketFactory<S>,
-    tunnel: Tunnel,
-) -> io::Result<ChangeNotifications> {
-    let factory = factory.clone();
-    ChangeNotifications::register(tunnel, move |kind| {
-        tracing::debug!(?kind, "network change: forgetting cached paths");
-        factory.reset();
-    })
-}
-
 fn context<'a>(ctx: *const c_void) -> Option<&'a Context> {
     // SAFETY: `ctx` is the context registered with the callback, valid until cancelled.
     (!ctx.is_null()).then(|| unsafe { &*ctx.cast::<Context>() })
@@ -388,7 +374,7 @@ unsafe extern "system" fn on_route(
     row: *const MIB_IPFORWARD_ROW2,
     action: MIB_NOTIFICATION_TYPE,
 ) {
-    let mut n = Notification::new(ChangeKind::Route, action);
+    let mut n = Notification::new(NotificationKind::Route, action);
     let mut next_hop = None;
     let mut family = AF_UNSPEC;
     if !row.is_null() {
@@ -419,7 +405,7 @@ unsafe extern "system" fn on_interface(
     row: *const MIB_IPINTERFACE_ROW,
     action: MIB_NOTIFICATION_TYPE,
 ) {
-    let mut n = Notification::new(ChangeKind::Interface, action);
+    let mut n = Notification::new(NotificationKind::Interface, action);
     let mut family = AF_UNSPEC;
     if !row.is_null() {
         // SAFETY: as in `on_route`; the key is family, LUID and index. `Metric` and
@@ -445,7 +431,7 @@ unsafe extern "system" fn on_address(
     row: *const MIB_UNICASTIPADDRESS_ROW,
     action: MIB_NOTIFICATION_TYPE,
 ) {
-    let mut n = Notification::new(ChangeKind::Address, action);
+    let mut n = Notification::new(NotificationKind::Address, action);
     let mut address = None;
     let mut family = AF_UNSPEC;
     if !row.is_null() {

@@ -1,5 +1,5 @@
 //! One keeper per configuration: a lock per network namespace and table, held for as long as
-//! a [`RouteKeeper`](super::RouteKeeper) lives. Two keepers of the same configuration would
+//! a route keeper (`loopguard::keeper::RouteKeeper`) lives. Two keepers of the same configuration would
 //! each restore what the other just restored (duplicate rules), and stopping one would remove
 //! what the other keeps.
 //!

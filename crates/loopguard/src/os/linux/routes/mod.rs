@@ -5,11 +5,11 @@ mod check;
 mod doctor;
 mod error;
 mod guard;
-mod keeper;
-mod lock;
+// The keeper (`crate::keeper`) takes the lock and drives the repairs from above.
+pub(crate) mod lock;
 mod nft;
 mod plan;
-mod repair;
+pub(crate) mod repair;
 mod rtnl;
 mod sysctl;
 
@@ -22,7 +22,6 @@ pub use check::{Finding, PathCheck, PathEnd, Severity};
 pub use doctor::{DoctorReport, Owner};
 pub use error::RoutesError;
 pub use guard::RoutesGuard;
-pub use keeper::{KeepOptions, KeeperEvent, RouteKeeper, StopReport};
 pub use repair::Piece;
 pub use rtnl::{interface_index, interface_name};
 pub use sysctl::{restore_sysctls, SysctlChange};

@@ -1,12 +1,15 @@
-//! Self-healing: keep every piece of the tunnel's set-up in place while other programs (a
-//! network daemon flushing "unknown" rules, a firewall reload, an administrator) or the
-//! kernel (a device going down, renamed or re-created) take pieces away.
+//! Self-healing for [`TunnelRoutes`] (Linux): [`TunnelRoutes::keep`] keeps every piece of
+//! the tunnel's set-up in place while other programs (a network daemon flushing "unknown"
+//! rules, a firewall reload, an administrator) or the kernel (a device going down, renamed or
+//! re-created) take pieces away, until [`RouteKeeper::stop`].
 //!
-//! Two triggers: rtnetlink notifications (a rule or route of ours deleted, the device
-//! changing, lost notifications), and a cheap probe every [`KeepOptions::probe_interval`]
-//! for what the kernel does not announce (IPv4 routes dropped with a device going down, a
-//! flushed nftables ruleset, a sysctl written back). Every
-//! [`KeepOptions::recheck_interval`] a full check runs whatever the probe says.
+//! Two triggers: the network [`Monitor`]'s rtnetlink changes (a rule or route of ours
+//! deleted, the device changing, lost notifications), and a cheap probe every
+//! [`KeepOptions::probe_interval`] for what the kernel does not announce (IPv4 routes dropped
+//! with a device going down, a flushed nftables ruleset, a sysctl written back). Every
+//! [`KeepOptions::recheck_interval`] a full check runs whatever the probe says. It combines
+//! the two layers below it: the routes' probe and repair (in [`os::linux`](crate::os::linux))
+//! and the monitor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +18,11 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 
-use super::repair::{Device, DeviceState, Piece, Probe, Repair};
-use super::{ApplyReport, RemoveReport, RoutesError, Rtnl, TunnelRoutes};
 use crate::monitor::{Batch, ChangeKind, Monitor, MonitorConfig};
+use crate::os::linux::routes::lock::{self, KeeperLock};
+use crate::os::linux::routes::repair::{Device, DeviceState, Probe, Repair};
+use crate::os::linux::routes::Rtnl;
+use crate::os::linux::{ApplyReport, Piece, RemoveReport, RoutesError, TunnelRoutes};
 
 /// How [`TunnelRoutes::keep`] watches and restores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +73,8 @@ pub enum KeeperEvent {
     RepairFailed {
         /// What is missing.
         piece: Piece,
-        /// Why it cannot be restored.
-        error: RoutesError,
+        /// Why it cannot be restored; the same error [`RouteKeeper::last_error`] returns.
+        error: Arc<RoutesError>,
     },
     /// The device was renamed; the keeper follows it by its index.
     DeviceRenamed {
@@ -99,7 +104,7 @@ impl std::fmt::Display for KeeperEvent {
         match self {
             KeeperEvent::Restored { piece, count } => write!(f, "restored {piece} ({count})"),
             KeeperEvent::RepairFailed { piece, error } => {
-                write!(f, "cannot restore {piece}: {error}")
+                write!(f, "cannot restore {piece}: {}", Chain(&**error))
             }
             KeeperEvent::DeviceRenamed { index, from, to } => write!(
                 f,
@@ -132,7 +137,7 @@ pub struct StopReport {
 struct Stats {
     restores: AtomicU64,
     missed_events: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<Arc<RoutesError>>>,
 }
 
 /// How many events wait for [`RouteKeeper::next_event`] before new ones are dropped (and
@@ -147,7 +152,7 @@ const EVENT_QUEUE: usize = 256;
 #[derive(Debug)]
 pub struct RouteKeeper {
     /// Held until the removal in `stop` is done, so another keeper cannot start in between.
-    _lock: super::lock::KeeperLock,
+    _lock: KeeperLock,
     routes: TunnelRoutes,
     stats: Arc<Stats>,
     events: mpsc::Receiver<KeeperEvent>,
@@ -175,7 +180,7 @@ impl TunnelRoutes {
         prefixes: &[IpNet],
         options: KeepOptions,
     ) -> Result<(ApplyReport, RouteKeeper), RoutesError> {
-        let lock = super::lock::lock(self.config.table())?;
+        let lock = lock::lock(self.config().table())?;
         // Subscribe before applying: a deletion right after `apply` is not missed.
         let monitor = Monitor::new(
             MonitorConfig::default()
@@ -226,8 +231,10 @@ impl RouteKeeper {
         self.stats.missed_events.load(Ordering::Relaxed)
     }
 
-    /// The last repair failure (for example the device is gone), if the last repair failed.
-    pub fn last_error(&self) -> Option<String> {
+    /// Why the last repair failed (for example [`RoutesError::NoSuchDevice`]: the device is
+    /// gone), if it failed; `None` once a repair succeeds. Several pieces failing: the first
+    /// one's error, the one its [`KeeperEvent::RepairFailed`] carries.
+    pub fn last_error(&self) -> Option<Arc<RoutesError>> {
         self.stats
             .last_error
             .lock()
@@ -371,20 +378,22 @@ impl Watcher {
             tracing::info!(%piece, count, "route keeper: restored");
             events.push(KeeperEvent::Restored { piece, count });
         }
-        let failing: Vec<(Piece, String)> = repair
+        let failed: Vec<(Piece, Arc<RoutesError>)> = repair
             .failed
-            .iter()
-            .map(|(p, e)| (*p, e.to_string()))
+            .into_iter()
+            .map(|(p, e)| (p, Arc::new(e)))
             .collect();
+        let failing: Vec<(Piece, String)> =
+            failed.iter().map(|(p, e)| (*p, e.to_string())).collect();
         *self
             .stats
             .last_error
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = failing.first().map(|(_, e)| e.clone());
+            .unwrap_or_else(|p| p.into_inner()) = failed.first().map(|(_, e)| Arc::clone(e));
         let recovered = failing.is_empty() && !self.failing.is_empty();
-        for (piece, error) in repair.failed {
-            if !self.failing.contains(&(piece, error.to_string())) {
-                tracing::warn!(%piece, %error, "route keeper: cannot restore");
+        for ((piece, error), known) in failed.into_iter().zip(&failing) {
+            if !self.failing.contains(known) {
+                tracing::warn!(%piece, error = %Chain(&*error), "route keeper: cannot restore");
                 events.push(KeeperEvent::RepairFailed { piece, error });
             }
         }
@@ -471,6 +480,22 @@ impl Limiter {
             Duration::ZERO
         };
         self.last = Some(now);
+    }
+}
+
+/// Shows an error with each of its sources, `a: b: c`, for messages and logs that print one
+/// line (errors themselves keep their sources out of their own text).
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
     }
 }
 
