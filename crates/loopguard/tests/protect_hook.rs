@@ -209,7 +209,7 @@ async fn a_refusal_is_a_fatal_protection_error_and_no_socket_is_handed_out() {
     };
     assert_eq!(p.step(), "VpnService.protect");
     assert_eq!(p.os_error().kind(), io::ErrorKind::PermissionDenied);
-    let text = err.to_string();
+    let text = with_sources(&err);
     assert!(text.contains("returned false"), "{text}");
     assert!(text.contains("VpnService.prepare"), "{text}");
 
@@ -236,7 +236,7 @@ async fn a_failing_callback_is_told_apart_from_a_refusal() {
         panic!("not a protection error: {err:?}")
     };
     assert_eq!(p.step(), "VpnService.protect");
-    let text = err.to_string();
+    let text = with_sources(&err);
     assert!(text.contains("VpnService is gone"), "{text}");
     assert!(!text.contains("returned false"), "{text}");
 }
@@ -342,10 +342,21 @@ async fn a_host_that_replaces_the_fd_gets_a_protection_error_not_a_socket() {
     match factory.bind(addr("127.0.0.1:0")) {
         Err(Error::Protection(e)) => {
             assert_eq!(e.step(), "VpnService.protect");
-            assert!(e.to_string().contains("replaced"), "{e}");
+            assert!(with_sources(&e).contains("replaced"), "{e}");
         }
         other => panic!("a replaced fd was handed out: {other:?}"),
     }
     // The decoy is untouched: only the duplicate under the old number was closed.
     assert!(decoy.local_addr().is_ok());
+}
+
+/// The error's text and its sources' (the OS error, the host's failure), `a: b: c`.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text = format!("{text}: {e}");
+        source = e.source();
+    }
+    text
 }
