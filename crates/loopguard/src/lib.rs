@@ -145,6 +145,8 @@
     doc = "[`LinuxMark`]: crate::os\n[`PinOutside`]: crate::os\n[`TunnelRoutes`]: crate::os"
 )]
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod cache;
 mod change;
 mod counters;

@@ -1,8 +1,21 @@
-//! Guarded sockets for other crates' clients, each behind its own cargo feature.
+//! Guarded sockets for other networking crates, each behind a cargo feature of its name.
 //!
-//! - `hyper`: `hyper::GuardedConnector`, a tower `Service<Uri>` making guarded TCP streams
-//!   for hyper-util's client, TLS connectors that wrap one, and WebSocket clients that take a
-//!   connected stream.
+//! Each integration hands a crate the sockets of a [`SocketFactory`](crate::SocketFactory)
+//! through that crate's own extension point, so its traffic takes the same protected path as
+//! the application's: the strategy's protection on every socket, its source and interface on
+//! every datagram and connection, and fail-closed errors where no path outside the tunnel
+//! exists.
+//!
+//! - feature `hyper`, module `hyper`: `GuardedConnector`, a tower `Service<Uri>` making
+//!   guarded TCP streams for hyper-util's client, TLS connectors that wrap one, and WebSocket
+//!   clients that take a connected stream.
+//! - feature `hickory`, module `hickory`: a runtime for hickory-resolver, so its stub
+//!   resolver asks its servers over guarded UDP and TCP.
 
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
+
+#[cfg(feature = "hickory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hickory")))]
+pub mod hickory;
