@@ -55,18 +55,20 @@
 //!   resets factories and reports the sockets to rebuild when the machine roams.
 //! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
 //!   (a routing loop in progress), per packet, without allocating.
-//! - [`resolve`]: host names resolved through guarded sockets, so DNS never enters the
-//!   tunnel.
+//! - [`dns`] (feature `dns`): host names looked up through guarded sockets, so DNS never
+//!   enters the tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
 //!   every OS), with readers for the dumps users paste into bug reports.
 
 mod cache;
 mod counters;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns;
 mod error;
 mod factory;
 pub mod monitor;
 pub mod os;
-pub mod resolve;
 pub mod route;
 mod strategy;
 mod tcp;
