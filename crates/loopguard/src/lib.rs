@@ -84,10 +84,17 @@ pub use tripwire::{LoopEvent, LoopProtocol, LoopTripwire, Watched};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 pub use os::apple::{AppleGuard, AppleMode};
+#[cfg(all(target_os = "linux", feature = "linux-routes"))]
+#[cfg_attr(docsrs, doc(cfg(all(target_os = "linux", feature = "linux-routes"))))]
+pub use os::linux::TunnelRoutes;
 #[cfg(target_os = "linux")]
-pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside, TunnelRoutes};
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside};
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub use os::protect::{ProtectFailure, ProtectHook, Protector};
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
 pub use os::windows::WindowsRoute;

@@ -3,14 +3,12 @@
 
 mod check;
 mod doctor;
-mod error;
 mod guard;
 mod keeper;
 mod lock;
 mod nft;
 mod plan;
 mod repair;
-mod rtnl;
 mod sysctl;
 
 use std::fmt;
@@ -20,16 +18,15 @@ use netlink_packet_route::AddressFamily;
 
 pub use check::{Finding, PathCheck, PathEnd, Severity};
 pub use doctor::{DoctorReport, Owner};
-pub use error::RoutesError;
 pub use guard::RoutesGuard;
 pub use keeper::{KeepOptions, KeeperEvent, RouteKeeper, StopReport};
 pub use repair::Piece;
-pub use rtnl::{interface_index, interface_name};
 pub use sysctl::{restore_sysctls, SysctlChange};
 
+pub(crate) use super::rtnl::Rtnl;
 use super::GuardConfig;
+pub use super::RoutesError;
 use plan::{ObservedRoute, ObservedRule, WantedRule};
-pub(crate) use rtnl::Rtnl;
 
 /// The route and rule protocol number (`rtm_protocol`, `FRA_PROTOCOL`) that tags everything
 /// loopguard installs: 76 (`0x4c`, "L").
