@@ -49,7 +49,7 @@ impl fmt::Display for Luid {
 }
 
 /// An address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// IPv4 (`AF_INET`, PowerShell's `2` / `IPv4`).
     V4,

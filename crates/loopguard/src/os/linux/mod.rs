@@ -29,7 +29,7 @@ pub use route_resolver::RouteResolver;
 #[cfg(feature = "linux-routes")]
 #[cfg_attr(docsrs, doc(cfg(feature = "linux-routes")))]
 pub use routes::{
-    restore_sysctls, ApplyReport, DoctorReport, Family, Finding, InstalledRoute, InstalledRule,
+    restore_sysctls, ApplyReport, DoctorReport, Finding, InstalledRoute, InstalledRule,
     KeepOptions, KeeperEvent, OtherRule, Owner, PathCheck, PathEnd, Piece, RemoveReport,
     RouteKeeper, RoutesGuard, RoutesState, Severity, StopReport, SysctlChange, TunnelRoutes,
     LOOPGUARD_PROTOCOL,

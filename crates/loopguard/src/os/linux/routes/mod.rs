@@ -11,8 +11,6 @@ mod plan;
 mod repair;
 mod sysctl;
 
-use std::fmt;
-
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 
@@ -26,6 +24,7 @@ pub use sysctl::{restore_sysctls, SysctlChange};
 pub(crate) use super::rtnl::Rtnl;
 use super::GuardConfig;
 pub use super::RoutesError;
+use crate::route::Family;
 use plan::{ObservedRoute, ObservedRule, WantedRule};
 
 /// The route and rule protocol number (`rtm_protocol`, `FRA_PROTOCOL`) that tags everything
@@ -42,24 +41,6 @@ pub const LOOPGUARD_PROTOCOL: u8 = 76;
 const RESERVED_PROTOCOLS: &[u8] = &[
     0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192,
 ];
-
-/// An address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "inet",
-            Family::V6 => "inet6",
-        })
-    }
-}
 
 /// A policy rule loopguard installed, as plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
