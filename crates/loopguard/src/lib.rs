@@ -83,6 +83,15 @@ pub use tcp::{TcpSocket, TcpStream};
 pub use tripwire::{LoopEvent, LoopProtocol, LoopTripwire, Watched};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
+/// Entry points for the fuzz targets in `fuzz/`, built only under cargo-fuzz (which sets
+/// `--cfg fuzzing`): the Darwin routing-socket parsers are internal everywhere else.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::os::apple::route_events::parse_change as parse_route_event;
+    pub use crate::os::apple::route_message::parse as parse_route_message;
+}
+
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 #[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 pub use os::apple::{AppleGuard, AppleMode};
