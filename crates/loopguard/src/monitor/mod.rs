@@ -55,10 +55,13 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-pub use debounce::Debouncer;
+use debounce::Debouncer;
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use roaming::MarkedRoute;
-pub use roaming::{Egress, EgressLookup, Rebind, Reset, ResolveEgress, RoamEvent, Roaming};
+pub use roaming::{
+    Egress, EgressFuture, EgressLookup, Rebind, Reset, ResolveEgress, RoamEvent, Roaming,
+};
 
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
