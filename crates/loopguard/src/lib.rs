@@ -4,8 +4,9 @@
 //! and relay UDP, control-plane TCP, DNS) must go around it: otherwise their packets enter the
 //! TUN, get wrapped and sent again through the same socket. Every such socket comes from one
 //! [`SocketFactory`], whose [`Strategy`] protects it the way the operating system allows. On
-//! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] installing the
-//! policy rules that send everything unmarked into the tunnel; or, where the tunnel's routes
+//! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] (feature
+//! `linux-routes`) or the tunnel's own tooling installing the policy rules that send
+//! everything unmarked into the tunnel; or, where the tunnel's routes
 //! sit in `main` and nothing may mark sockets, [`PinOutside`]: each destination's best route
 //! outside the tunnel device, with datagrams and connections pinned to its interface.
 //!
@@ -49,8 +50,8 @@
 //!
 //! # Modules
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
-//! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
-//!   lookup.
+//! - [`os`]: the per-OS strategies and, on Linux, the kernel's route lookup and
+//!   [`TunnelRoutes`].
 //! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
 //!   resets factories and reports the sockets to rebuild when the machine roams.
 //! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
@@ -58,7 +59,31 @@
 //! - [`dns`] (feature `dns`): host names looked up through guarded sockets, so DNS never
 //!   enters the tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
-//!   every OS), with readers for the dumps users paste into bug reports.
+//!   every OS), with readers for the dumps users paste into bug reports (feature
+//!   `route-dumps`).
+//!
+//! # Features
+//! None is on by default: guarded sockets, the strategies, the monitor, roaming and the
+//! tripwire need none of them.
+//! - `dns`: the [`dns`] module (hickory-proto's message types).
+//! - `route-dumps`: [`route::dump`], the readers of pasted routing dumps (serde_json).
+//! - `linux-routes`: [`TunnelRoutes`] and the rest of the Linux policy-rule installer (the
+//!   keeper, the doctor, the nftables conntrack marks, sysctls). No extra dependency; no
+//!   effect on other systems.
+//!
+// The Linux strategies are named in the portable text above; elsewhere those names lead to
+// the per-OS module.
+#![cfg_attr(
+    not(target_os = "linux"),
+    doc = "[`LinuxMark`]: crate::os\n[`PinOutside`]: crate::os\n[`TunnelRoutes`]: crate::os"
+)]
+// Every link is checked where every item exists: Linux with every feature (CI's doc run and
+// docs.rs). With a feature off, links to what it adds cannot resolve.
+#![cfg_attr(
+    not(all(feature = "dns", feature = "route-dumps", feature = "linux-routes")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod counters;

@@ -11,7 +11,7 @@
 //! tracked destinations now leave by another interface or source ([`Rebind`]), so the
 //! application knows which sockets to rebuild.
 //!
-//! Backends, all behind [`Monitor::new`]: Linux (rtnetlink multicast groups), Windows
+//! Backends, all behind [`Monitor::new`](Monitor): Linux (rtnetlink multicast groups), Windows
 //! (`NotifyRouteChange2`, `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`; also
 //! `Monitor::for_tunnel`, filtering by LUID), macOS and iOS (an `AF_ROUTE` socket). Other
 //! sources feed [`Monitor::from_changes`] (an Android host forwarding `ConnectivityManager`

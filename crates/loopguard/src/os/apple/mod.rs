@@ -55,10 +55,12 @@ mod tests;
 pub(crate) mod udp_send;
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 pub use strategy::{bind_to_interface, AppleGuard, BoundInterface, NetworkExtension};
 
 /// Which Apple strategy protects a factory's sockets.
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppleMode {
     /// The code runs inside the NetworkExtension that owns the tunnel: the system exempts

@@ -1,7 +1,7 @@
 //! Windows: no socket marks, so every datagram and connection is pinned to the best route
 //! outside the tunnel. This module holds the thin OS calls; the decisions are
 //! the portable [`route`](crate::route) rules, run by
-//! [`BestRouteOutsideTunnel`](crate::os::best_route::BestRouteOutsideTunnel).
+//! [`BestRouteOutsideTunnel`].
 //!
 //! - [`IpHelper`]: reads adapters, routes, interface metrics and addresses (IP Helper API);
 //! - [`UnicastIf`]: pins a stream socket with `IP_UNICAST_IF` / `IPV6_UNICAST_IF`;
