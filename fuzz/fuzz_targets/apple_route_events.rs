@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loopguard::os::apple::route_events;
+use loopguard::fuzzing::parse_route_event;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = route_events::parse_change(data);
+    let _ = parse_route_event(data);
 });

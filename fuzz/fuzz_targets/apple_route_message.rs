@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loopguard::os::apple::route_message;
+use loopguard::fuzzing::parse_route_message;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = route_message::parse(data);
+    let _ = parse_route_message(data);
 });

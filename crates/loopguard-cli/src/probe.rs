@@ -393,7 +393,7 @@ mod linux {
             ))
             .into());
         };
-        let resolver = loopguard::resolve::GuardedResolver::new(factory, [server])?
+        let resolver = loopguard::dns::GuardedResolver::new(factory, [server])?
             .with_timeout(Duration::from_millis(args.timeout_ms), 2);
         let addrs = resolver.lookup(host, port).await?;
         let first = *addrs

@@ -1198,7 +1198,7 @@ fn doctor_reports_what_exists_and_exits_1_on_an_error() {
     );
     let text = stdout(&loopguard(Some(&ns), &["routes", "show"]));
     assert!(
-        text.contains("110: inet not from all fwmark 0x1bd00/0xffffffff lookup 7120 (NetBird)"),
+        text.contains("110: IPv4 not from all fwmark 0x1bd00/0xffffffff lookup 7120 (NetBird)"),
         "{text}"
     );
     // apply checks its own work the same way: exit 1, naming the rule and the table.

@@ -4,8 +4,9 @@
 //! and relay UDP, control-plane TCP, DNS) must go around it: otherwise their packets enter the
 //! TUN, get wrapped and sent again through the same socket. Every such socket comes from one
 //! [`SocketFactory`], whose [`Strategy`] protects it the way the operating system allows. On
-//! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] installing the
-//! policy rules that send everything unmarked into the tunnel; or, where the tunnel's routes
+//! Linux that is [`LinuxMark`]: `SO_MARK` on every socket, with [`TunnelRoutes`] (feature
+//! `linux-routes`) or the tunnel's own tooling installing the policy rules that send
+//! everything unmarked into the tunnel; or, where the tunnel's routes
 //! sit in `main` and nothing may mark sockets, [`PinOutside`]: each destination's best route
 //! outside the tunnel device, with datagrams and connections pinned to its interface.
 //!
@@ -123,42 +124,64 @@
 //!
 //! # Modules
 //! - [`SocketFactory`], [`UdpSocket`], [`TcpSocket`] / [`TcpStream`]: portable.
-//! - [`os`]: the per-OS strategies and, on Linux, [`TunnelRoutes`] and the kernel's route
-//!   lookup.
-//! - `keeper` (Linux): `TunnelRoutes::keep` and its `RouteKeeper`, which put the tunnel's
-//!   routes and rules back as other programs delete them; it combines the routes with the
-//!   monitor, so it sits above both.
+//! - [`os`]: the per-OS strategies and, on Linux, the kernel's route lookup and
+//!   [`TunnelRoutes`].
+//! - `keeper` (Linux, feature `linux-routes`): `TunnelRoutes::keep` and its `RouteKeeper`,
+//!   which put the tunnel's routes and rules back as other programs delete them; it combines
+//!   the routes with the monitor, so it sits above both.
 //! - [`monitor`]: network change notifications, debounced, and [`monitor::Roaming`], which
 //!   resets factories and reports the sockets to rebuild when the machine roams.
 //! - [`LoopTripwire`]: recognises the factory's own packets among those read from the TUN
 //!   (a routing loop in progress), per packet, without allocating.
-//! - [`resolve`]: host names resolved through guarded sockets, so DNS never enters the
-//!   tunnel.
+//! - [`dns`] (feature `dns`): host names looked up through guarded sockets, so DNS never
+//!   enters the tunnel.
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
-//!   every OS), with readers for the dumps users paste into bug reports.
-//! - [`integrations`]: guarded connections for other crates' clients, behind cargo features
-//!   (`hyper`: a connector for hyper-util's client and WebSocket clients).
+//!   every OS), with readers for the dumps users paste into bug reports (feature
+//!   `route-dumps`).
+//! - [`integrations`]: guarded sockets for other crates' clients, each behind its feature.
 //!
-// The Linux strategies exist on Linux only: elsewhere their names above link to `os`.
+//! # Features
+//! None is on by default: guarded sockets, the strategies, the monitor, roaming and the
+//! tripwire need none of them.
+//! - `dns`: the `dns` module (hickory-proto's message types).
+//! - `route-dumps`: `route::dump`, the readers of pasted routing dumps (serde_json).
+//! - `linux-routes`: [`TunnelRoutes`] and the rest of the Linux policy-rule installer (the
+//!   keeper, the doctor, the nftables conntrack marks, sysctls). No extra dependency; no
+//!   effect on other systems.
+//! - `hyper`: `integrations::hyper`, a connector for hyper-util's client and WebSocket
+//!   clients (hyper, hyper-util, tower-service).
+//! - `hickory`: `integrations::hickory`, hickory-resolver's runtime over guarded UDP and TCP
+//!   (hickory-resolver).
+//!
+// The Linux strategies are named in the portable text above; elsewhere those names lead to
+// the per-OS module.
 #![cfg_attr(
     not(target_os = "linux"),
     doc = "[`LinuxMark`]: crate::os\n[`PinOutside`]: crate::os\n[`TunnelRoutes`]: crate::os"
 )]
-
+// Every link is checked where every item exists: Linux with every feature (CI's doc run and
+// docs.rs). With a feature off, links to what it adds cannot resolve.
+#![cfg_attr(
+    not(all(feature = "dns", feature = "route-dumps", feature = "linux-routes")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod change;
 mod counters;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns;
 mod error;
 mod factory;
 pub mod integrations;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "linux-routes"))]
+#[cfg_attr(docsrs, doc(cfg(all(target_os = "linux", feature = "linux-routes"))))]
 pub mod keeper;
 pub mod monitor;
 pub mod os;
 mod raw_socket;
-pub mod resolve;
 pub mod route;
 mod strategy;
 mod tcp;
@@ -173,11 +196,27 @@ pub use tcp::{TcpSocket, TcpStream};
 pub use tripwire::{LoopEvent, LoopProtocol, LoopTripwire, Watched};
 pub use udp::{DatagramOut, EcnCodepoint, RecvMeta, UdpSocket, MAX_GSO_SEGMENTS};
 
+/// Entry points for the fuzz targets in `fuzz/`, built only under cargo-fuzz (which sets
+/// `--cfg fuzzing`): the Darwin routing-socket parsers are internal everywhere else.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::os::apple::route_events::parse_change as parse_route_event;
+    pub use crate::os::apple::route_message::parse as parse_route_message;
+}
+
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 pub use os::apple::{AppleGuard, AppleMode};
+#[cfg(all(target_os = "linux", feature = "linux-routes"))]
+#[cfg_attr(docsrs, doc(cfg(all(target_os = "linux", feature = "linux-routes"))))]
+pub use os::linux::TunnelRoutes;
 #[cfg(target_os = "linux")]
-pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside, TunnelRoutes};
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub use os::linux::{GuardConfig, GuardConfigBuilder, LinuxMark, PinOutside};
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub use os::protect::{ProtectFailure, ProtectHook, Protector};
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
 pub use os::windows::WindowsRoute;

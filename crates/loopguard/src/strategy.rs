@@ -43,7 +43,7 @@ pub enum ResolveError {
 /// path for a destination ([`resolve`](Strategy::resolve)), which the factory caches and
 /// stamps on each datagram or binds before each connection.
 ///
-/// The Linux mark strategy (`LinuxMark`, Linux only) protects with `SO_MARK` and
+/// The Linux mark strategy (`LinuxMark`, in [`os`](crate::os)) protects with `SO_MARK` and
 /// leaves the path to the kernel's policy rules, so it does not resolve.
 pub trait Strategy: Send + Sync + 'static {
     /// Protects a newly created socket. An error is fatal: the factory drops the socket and

@@ -21,14 +21,14 @@
 //! kept and the others dropped.
 //!
 //! ```no_run
-//! # #[cfg(target_os = "linux")]
+//! # #[cfg(all(target_os = "linux", feature = "dns"))]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use http_body_util::Empty;
 //! use hyper::body::Bytes;
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
 //! use loopguard::integrations::hyper::GuardedConnector;
-//! use loopguard::resolve::GuardedResolver;
+//! use loopguard::dns::GuardedResolver;
 //! use loopguard::{GuardConfig, LinuxMark, SocketFactory};
 //!
 //! let factory = SocketFactory::new(LinuxMark::new(GuardConfig::default()));
@@ -55,7 +55,8 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 
-use crate::resolve::GuardedResolver;
+#[cfg(feature = "dns")]
+use crate::dns::GuardedResolver;
 use crate::{Error, SocketFactory, Strategy, TcpStream};
 
 /// Any error, as a resolver reports it.
@@ -73,6 +74,8 @@ pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, host: &str) -> Resolving;
 }
 
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 impl<S: Strategy> Resolve for GuardedResolver<S> {
     fn resolve(&self, host: &str) -> Resolving {
         let resolver = self.clone();
@@ -105,7 +108,7 @@ pub enum ConnectError {
     Resolve {
         /// The host name.
         host: String,
-        /// The resolver's error (a [`DnsError`](crate::resolve::DnsError) from a
+        /// The resolver's error (a [`DnsError`](crate::dns::DnsError) from a
         /// [`GuardedResolver`]).
         #[source]
         source: BoxError,

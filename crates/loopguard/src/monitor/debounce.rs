@@ -74,11 +74,6 @@ impl Debouncer {
             raw_events,
         })
     }
-
-    /// Whether changes are waiting.
-    pub fn is_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -109,7 +104,7 @@ mod tests {
         assert_eq!(batch.raw_events, 100);
         assert_eq!(batch.changes.len(), 1, "merged: {batch:?}");
         assert_eq!(batch.changes[0].count, 100);
-        assert!(!d.is_pending());
+        assert_eq!(d.deadline(), None, "nothing pending after the batch");
         assert!(d.take_due(t0 + ms(5000)).is_none());
     }
 

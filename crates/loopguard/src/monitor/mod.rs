@@ -11,7 +11,7 @@
 //! tracked destinations now leave by another interface or source ([`Rebind`]), so the
 //! application knows which sockets to rebuild.
 //!
-//! Backends, all behind [`Monitor::new`]: Linux (rtnetlink multicast groups), Windows
+//! Backends, all behind [`Monitor::new`](Monitor): Linux (rtnetlink multicast groups), Windows
 //! (`NotifyRouteChange2`, `NotifyIpInterfaceChange`, `NotifyUnicastIpAddressChange`; also
 //! `Monitor::for_tunnel`, filtering by LUID), macOS and iOS (an `AF_ROUTE` socket). Other
 //! sources feed [`Monitor::from_changes`] (an Android host forwarding `ConnectivityManager`
@@ -66,14 +66,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use crate::change::{Change, ChangeKind};
-pub use debounce::Debouncer;
+use debounce::Debouncer;
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use marked::MarkedRoute;
 pub use roaming::{
     Egress, EgressFuture, EgressLookup, LookupError, Rebind, Reset, ResolveEgress, RoamEvent,
     Roaming,
 };
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
 pub use windows::reset_on_change;
 
 impl Change {

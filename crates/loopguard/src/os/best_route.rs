@@ -60,7 +60,8 @@ pub trait StreamPin: Send + Sync + 'static {
 /// native `u32` must hold it: for IPv4 the index in network byte order, for IPv6 in host
 /// order. Windows reads the IPv4 one as an address-like value; passing the host
 /// order index there pins the socket to another interface, or to none.
-pub fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) fn unicast_if_value(family_of: IpAddr, interface: u32) -> u32 {
     match family_of {
         IpAddr::V4(_) => interface.to_be(),
         IpAddr::V6(_) => interface,

@@ -17,12 +17,14 @@ pub(crate) mod cmsg;
 #[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
 pub(crate) mod darwin_control;
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod linux;
 // Compiled everywhere so its layout tests run on every OS; used on Linux only.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) mod linux_control;
 pub(crate) mod mib_rows;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod protect;
 pub(crate) mod send_error;
 pub(crate) mod send_path;
@@ -33,6 +35,7 @@ pub(crate) mod udp_reset;
 #[cfg(any(target_os = "linux", target_os = "macos", target_os = "ios"))]
 pub(crate) mod unix_sendmsg;
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
 pub mod windows;
 #[cfg(any(windows, test))]
 pub(crate) mod wsa_control;

@@ -13,12 +13,15 @@
 //!
 //! [`select`] applies the rules and returns a [`Decision`] that keeps every candidate route and
 //! why it lost; [`path_for`] is the adapter a Windows [`Strategy`](crate::Strategy) calls from
-//! `resolve`. The [`dump`] parsers read the same tables from what users paste into bug reports.
+//! `resolve`. The [`dump`] parsers (feature `route-dumps`) read the same tables from what users
+//! paste into bug reports.
 //!
 //! The other systems' offline models live next to it: [`scoped`] (macOS `netstat -rn`, the
 //! route a socket held to one interface with `IP_BOUND_IF` uses) and [`policy`] (Linux policy
 //! rules and tables, evaluated in the kernel's order).
 
+#[cfg(feature = "route-dumps")]
+#[cfg_attr(docsrs, doc(cfg(feature = "route-dumps")))]
 pub mod dump;
 pub mod policy;
 pub mod scoped;
@@ -46,7 +49,7 @@ impl fmt::Display for Luid {
 }
 
 /// An address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// IPv4 (`AF_INET`, PowerShell's `2` / `IPv4`).
     V4,

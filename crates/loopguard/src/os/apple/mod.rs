@@ -29,10 +29,10 @@
 //!   a device.
 //!
 //! # Routing messages
-//! [`route_message`] builds `RTM_GET` requests and parses replies. It is pure code, compiled
-//! and tested on every OS; the strategies that use it exist on macOS and iOS only.
-//! [`route_events`] turns the socket's change notifications into the network monitor's changes,
-//! pure and tested everywhere too.
+//! The crate's own `route_message` builds `RTM_GET` requests and parses replies. It is pure
+//! code, compiled and tested on every OS; the strategies that use it exist on macOS and iOS
+//! only. `route_events` turns the socket's change notifications into [`crate::monitor`]
+//! changes, pure and tested everywhere too.
 //!
 //! [`Error::HostUnreachable`]: crate::Error::HostUnreachable
 
@@ -42,18 +42,25 @@ mod choose;
 mod interfaces;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod lookup;
-pub mod route_events;
-pub mod route_message;
+// Pure, compiled on every OS so their tests run everywhere; used on macOS and iOS only.
+#[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
+pub(crate) mod route_events;
+#[cfg_attr(not(any(target_os = "macos", target_os = "ios")), allow(dead_code))]
+pub(crate) mod route_message;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 mod strategy;
+#[cfg(test)]
+mod tests;
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub(crate) mod udp_send;
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 pub use strategy::{bind_to_interface, AppleGuard, BoundInterface, NetworkExtension};
 
 /// Which Apple strategy protects a factory's sockets.
 #[cfg(any(target_os = "macos", target_os = "ios"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "macos", target_os = "ios"))))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppleMode {
     /// The code runs inside the NetworkExtension that owns the tunnel: the system exempts

@@ -46,8 +46,6 @@ pub const RTM_IFINFO: u8 = 0xe;
 
 /// Size of Darwin's `struct ifa_msghdr`.
 pub const IFA_MSGHDR_LEN: usize = 20;
-/// Size of Darwin's `struct if_msghdr` (16 bytes of fields, then a 96-byte `if_data`).
-pub const IF_MSGHDR_LEN: usize = 112;
 /// The bytes of an `if_msghdr` this parser reads (everything before `ifm_data`).
 pub const IF_MSGHDR_FIELDS: usize = 16;
 

@@ -44,21 +44,9 @@ pub const RTM_GET: u8 = 4;
 
 /// `RTA_DST`: the destination sockaddr is present.
 pub const RTA_DST: u32 = 0x1;
-/// `RTA_GATEWAY`: the gateway sockaddr is present.
-pub const RTA_GATEWAY: u32 = 0x2;
-/// `RTA_NETMASK`: the netmask sockaddr is present.
-pub const RTA_NETMASK: u32 = 0x4;
-/// `RTA_GENMASK`: the cloning mask sockaddr is present.
-pub const RTA_GENMASK: u32 = 0x8;
 /// `RTA_IFP`: the interface's link sockaddr (`sockaddr_dl`) is present; in a request it
 /// asks the kernel to report the interface.
 pub const RTA_IFP: u32 = 0x10;
-/// `RTA_IFA`: the interface address (the route's source) is present.
-pub const RTA_IFA: u32 = 0x20;
-/// `RTA_AUTHOR`: the redirect author sockaddr is present.
-pub const RTA_AUTHOR: u32 = 0x40;
-/// `RTA_BRD`: the broadcast or point-to-point peer sockaddr is present.
-pub const RTA_BRD: u32 = 0x80;
 const RTAX_MAX: usize = 8;
 
 /// `RTF_UP`: the route is usable.
@@ -67,8 +55,6 @@ pub const RTF_UP: u32 = 0x1;
 pub const RTF_GATEWAY: u32 = 0x2;
 /// `RTF_HOST`: a host route (no netmask).
 pub const RTF_HOST: u32 = 0x4;
-/// `RTF_DONE`: the kernel completed the request.
-pub const RTF_DONE: u32 = 0x40;
 /// `RTF_STATIC`: added by hand (`route(8)` sets it on requests).
 pub const RTF_STATIC: u32 = 0x800;
 /// `RTF_IFSCOPE`: the lookup (or route) is scoped to the interface in `rtm_index`.
@@ -179,16 +165,6 @@ pub struct RouteMessage {
 }
 
 impl RouteMessage {
-    /// Whether the kernel answered "no route" (`rtm_errno == ESRCH`).
-    pub fn is_no_route(&self) -> bool {
-        self.errno == ESRCH
-    }
-
-    /// Whether the route goes through a gateway (`RTF_GATEWAY`).
-    pub fn has_gateway(&self) -> bool {
-        self.flags & RTF_GATEWAY != 0
-    }
-
     /// The outgoing interface's name, when the reply carried `RTA_IFP`.
     pub fn interface_name(&self) -> Option<&str> {
         self.interface
@@ -523,6 +499,9 @@ impl fmt::Display for RouteAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `RTA_NETMASK`, which the parser reads by position only.
+    const RTA_NETMASK: u32 = 0x4;
 
     #[test]
     fn sockaddrs_round_up_to_four_bytes_and_empty_ones_take_four() {

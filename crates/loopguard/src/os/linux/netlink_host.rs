@@ -29,8 +29,8 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::routes::RoutesError;
 use super::RouteResolver;
+use super::RoutesError;
 use crate::os::best_route::HostSnapshot;
 use crate::route::{
     AddressState, HostTables, Interface, Luid, OperStatus, PrefixOrigin, Route, SuffixOrigin,

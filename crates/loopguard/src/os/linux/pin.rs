@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use super::netlink_host::NetlinkHost;
-use super::routes::RoutesError;
+use super::RoutesError;
 use crate::os::best_route::{BestRouteOutsideTunnel, HostSnapshot, StreamPin};
 use crate::route::{Tunnel, TunnelNotFound};
 

@@ -9,7 +9,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::routes::{RoutesError, Rtnl};
+use super::{RoutesError, Rtnl};
 
 /// The route the kernel chose for one destination (and mark).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::route_get::{answer, operation, request};
-use super::routes::RoutesError;
 use super::KernelRoute;
+use super::RoutesError;
 
 /// How long one answer may take before the lookup fails (the kernel answers route queries
 /// at once; this only bounds a lookup that would otherwise hang).

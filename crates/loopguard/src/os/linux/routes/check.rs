@@ -77,7 +77,7 @@ pub struct PathCheck {
 /// `203.0.113.1` / `2001:db8::1` (documentation addresses) when the prefix holds them,
 /// else the prefix's first address after its network address.
 pub(crate) fn probe_destination(prefixes: &[IpNet], family: Family) -> Option<IpAddr> {
-    let prefix = prefixes.iter().find(|p| Family::of(p) == family)?;
+    let prefix = prefixes.iter().find(|p| Family::of(p.addr()) == family)?;
     let doc: IpAddr = match family {
         Family::V4 => Ipv4Addr::new(203, 0, 113, 1).into(),
         Family::V6 => Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),

@@ -255,7 +255,9 @@ pub(crate) fn diagnose(inputs: &Inputs, config: &GuardConfig, protocol: u8) -> D
             }
         }
         let our_routes = inputs.routes.iter().any(|r| {
-            Family::of(&r.prefix) == family && r.table == config.table() && r.protocol == protocol
+            Family::of(r.prefix.addr()) == family
+                && r.table == config.table()
+                && r.protocol == protocol
         });
         if present {
             if let Some(p) = plan::order_problem(&inputs.rules, &w, protocol) {

@@ -3,32 +3,28 @@
 
 mod check;
 mod doctor;
-mod error;
 mod guard;
 // The keeper (`crate::keeper`) takes the lock and drives the repairs from above.
 pub(crate) mod lock;
 mod nft;
 mod plan;
 pub(crate) mod repair;
-mod rtnl;
 mod sysctl;
-
-use std::fmt;
 
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 
 pub use check::{Finding, PathCheck, PathEnd, Severity};
 pub use doctor::{DoctorReport, Owner};
-pub use error::RoutesError;
 pub use guard::RoutesGuard;
 pub use repair::Piece;
-pub use rtnl::{interface_index, interface_name};
 pub use sysctl::{restore_sysctls, SysctlChange};
 
+pub(crate) use super::rtnl::Rtnl;
 use super::GuardConfig;
+pub use super::RoutesError;
+use crate::route::Family;
 use plan::{ObservedRoute, ObservedRule, WantedRule};
-pub(crate) use rtnl::Rtnl;
 
 /// The route and rule protocol number (`rtm_protocol`, `FRA_PROTOCOL`) that tags everything
 /// loopguard installs: 76 (`0x4c`, "L").
@@ -44,24 +40,6 @@ pub const LOOPGUARD_PROTOCOL: u8 = 76;
 const RESERVED_PROTOCOLS: &[u8] = &[
     0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192,
 ];
-
-/// An address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "inet",
-            Family::V6 => "inet6",
-        })
-    }
-}
 
 /// A policy rule loopguard installed, as plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -575,7 +575,7 @@ pub(crate) fn plan_routes(
 pub(crate) fn terminal_message(prefix: &IpNet, table: u32, protocol: u8) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header = RouteHeader {
-        address_family: Family::of(prefix).af(),
+        address_family: Family::of(prefix.addr()).af(),
         destination_prefix_length: prefix.prefix_len(),
         table: u8::try_from(table).unwrap_or(0),
         protocol: RouteProtocol::from(protocol),
@@ -666,14 +666,6 @@ pub(crate) fn families(prefixes: &[IpNet]) -> Vec<Family> {
 }
 
 impl Family {
-    /// The family of a prefix.
-    pub(crate) fn of(prefix: &IpNet) -> Family {
-        match prefix {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-
     pub(crate) fn from_af(af: AddressFamily) -> Option<Self> {
         match af {
             AddressFamily::Inet => Some(Family::V4),

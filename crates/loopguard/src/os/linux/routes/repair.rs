@@ -212,7 +212,7 @@ impl TunnelRoutes {
         for family in plan::families(prefixes) {
             let wanted: Vec<IpNet> = prefixes
                 .iter()
-                .filter(|p| Family::of(p) == family)
+                .filter(|p| Family::of(p.addr()) == family)
                 .copied()
                 .collect();
             let ipv6_off = matches!(
@@ -285,7 +285,7 @@ impl TunnelRoutes {
             .table_routes(nl)
             .await?
             .into_iter()
-            .filter(|(o, _)| Family::of(&o.prefix) == family)
+            .filter(|(o, _)| Family::of(o.prefix.addr()) == family)
             .collect();
         let observed: Vec<ObservedRoute> = routes.iter().map(|(o, _)| o.clone()).collect();
         // Without a device, plan against an index no route has, and keep only the

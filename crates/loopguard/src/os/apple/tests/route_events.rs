@@ -3,24 +3,20 @@
 //! Darwin's `<net/route.h>` and `<net/if.h>`, as the libc crate defines them). Runs on every
 //! OS.
 
-mod darwin;
-
 use std::net::Ipv4Addr;
 
-use darwin::*;
-use loopguard::monitor::{Change, ChangeKind};
-use loopguard::os::apple::route_events::{
-    parse_change, EventError, LinkStates, IFA_MSGHDR_LEN, IFF_RUNNING, IFF_UP, IF_MSGHDR_LEN,
-    RTF_LLINFO, RTF_WASCLONED, RTM_ADD, RTM_CHANGE, RTM_DELADDR, RTM_DELETE, RTM_IFINFO,
-    RTM_NEWADDR,
+use crate::monitor::{Change, ChangeKind};
+use crate::os::apple::route_events::{
+    parse_change, EventError, LinkStates, IFA_MSGHDR_LEN, IFF_RUNNING, IFF_UP, RTF_LLINFO,
+    RTF_WASCLONED, RTM_ADD, RTM_CHANGE, RTM_DELADDR, RTM_DELETE, RTM_IFINFO, RTM_NEWADDR,
 };
-use loopguard::os::apple::route_message::{
-    ParseError, HEADER_LEN, RTA_DST, RTA_GATEWAY, RTA_IFA, RTA_IFP, RTA_NETMASK, RTF_DONE,
-    RTF_GATEWAY, RTF_HOST, RTF_STATIC, RTF_UP, RTM_GET,
+use crate::os::apple::route_message::{
+    ParseError, HEADER_LEN, RTA_DST, RTA_IFP, RTF_GATEWAY, RTF_HOST, RTF_STATIC, RTF_UP, RTM_GET,
 };
 use proptest::prelude::*;
 
-const RTA_BRD: u32 = 0x80;
+use super::darwin::*;
+
 const ESRCH: i32 = 3;
 
 /// `struct rt_msghdr` (92 bytes): msglen u16 @0, version @2, type @3, index u16 @4, flags
@@ -352,7 +348,7 @@ proptest! {
 
 #[test]
 fn a_read_error_resyncs_instead_of_ending_the_monitor() {
-    use loopguard::os::apple::route_events::{
+    use crate::os::apple::route_events::{
         on_read_error, ReadErrorAction, MAX_CONSECUTIVE_READ_ERRORS,
     };
     use std::io::{Error, ErrorKind};

@@ -1,4 +1,4 @@
-//! Host names resolved through guarded sockets.
+//! DNS: host names looked up through guarded sockets.
 //!
 //! When the tunnel owns the system's DNS, a client that asks the system resolver for its
 //! control plane's name either deadlocks (the tunnel is not up yet) or loops (the query enters
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::ResponseCode as WireCode;
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,7 +32,7 @@ use crate::monitor::Reset;
 use crate::{DatagramOut, Error, SocketFactory, Strategy};
 use wire::Answer;
 
-/// Why a name could not be resolved.
+/// Why a name could not be looked up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsError {
@@ -68,8 +68,19 @@ pub enum DnsError {
     Server {
         /// The name.
         name: String,
-        /// The last response code.
-        code: String,
+        /// The last server's response code.
+        code: ResponseCode,
+    },
+    /// A server's answer over TCP could not be used: truncated even there, or not an answer
+    /// to the question asked.
+    #[error("the answer for {name} from {server} over TCP {problem}")]
+    BadReply {
+        /// The name.
+        name: String,
+        /// The server that sent it.
+        server: SocketAddr,
+        /// What was wrong with it.
+        problem: &'static str,
     },
     /// A guarded socket failed: protection refused (fatal), or no path outside the tunnel
     /// to any server.
@@ -77,7 +88,62 @@ pub enum DnsError {
     Guard(#[from] Error),
 }
 
-/// Resolves host names over guarded sockets against named upstream servers. Cheap to clone;
+/// A DNS response code that made a server's answer unusable (RFC 1035 section 4.1.1 and the
+/// IANA registry of RFC 6895), so a caller can tell a server that refuses it from one that
+/// failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResponseCode {
+    /// `FORMERR` (1): the server could not read the query.
+    FormErr,
+    /// `SERVFAIL` (2): the server failed to answer, for example because its own upstream did
+    /// not answer or DNSSEC validation failed.
+    ServFail,
+    /// `NOTIMP` (4): the server does not support this kind of query.
+    NotImp,
+    /// `REFUSED` (5): the server will not answer this client (for example, it resolves only
+    /// for its own network).
+    Refused,
+    /// Any other code, by its number.
+    Other(u16),
+}
+
+impl ResponseCode {
+    /// The code's number on the wire.
+    pub fn value(self) -> u16 {
+        match self {
+            ResponseCode::FormErr => 1,
+            ResponseCode::ServFail => 2,
+            ResponseCode::NotImp => 4,
+            ResponseCode::Refused => 5,
+            ResponseCode::Other(n) => n,
+        }
+    }
+
+    fn of(code: WireCode) -> Self {
+        match u16::from(code) {
+            1 => ResponseCode::FormErr,
+            2 => ResponseCode::ServFail,
+            4 => ResponseCode::NotImp,
+            5 => ResponseCode::Refused,
+            n => ResponseCode::Other(n),
+        }
+    }
+}
+
+impl fmt::Display for ResponseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseCode::FormErr => f.write_str("FORMERR"),
+            ResponseCode::ServFail => f.write_str("SERVFAIL"),
+            ResponseCode::NotImp => f.write_str("NOTIMP"),
+            ResponseCode::Refused => f.write_str("REFUSED"),
+            ResponseCode::Other(n) => write!(f, "response code {n}"),
+        }
+    }
+}
+
+/// Looks host names up over guarded sockets against named upstream servers. Cheap to clone;
 /// clones share the cache.
 pub struct GuardedResolver<S: Strategy> {
     inner: Arc<Inner<S>>,
@@ -268,9 +334,21 @@ impl<S: Strategy> GuardedResolver<S> {
                             reason: "no such name",
                         })
                     }
-                    Answer::ServerError(code) => last = Some(server_error(name, code)),
-                    // `exchange` retries truncated answers over TCP itself.
-                    Answer::Truncated => last = Some(server_error(name, ResponseCode::ServFail)),
+                    Answer::ServerError(code) => {
+                        last = Some(DnsError::Server {
+                            name: name.to_string(),
+                            code: ResponseCode::of(code),
+                        })
+                    }
+                    // `exchange` retries truncated answers over TCP itself: this one was
+                    // truncated there too.
+                    Answer::Truncated => {
+                        last = Some(DnsError::BadReply {
+                            name: name.to_string(),
+                            server,
+                            problem: "was truncated",
+                        })
+                    }
                 }
             }
         }
@@ -364,7 +442,11 @@ impl<S: Strategy> GuardedResolver<S> {
             Err(_) => return Err(self.timeout_error(name)),
             Ok(r) => r?,
         };
-        wire::judge(&reply, id, name, kind).ok_or_else(|| server_error(name, ResponseCode::FormErr))
+        wire::judge(&reply, id, name, kind).ok_or_else(|| DnsError::BadReply {
+            name: name.to_string(),
+            server,
+            problem: "did not answer the question",
+        })
     }
 
     fn timeout_error(&self, name: &Name) -> DnsError {
@@ -384,13 +466,6 @@ impl<S: Strategy> GuardedResolver<S> {
 impl<S: Strategy> Reset for GuardedResolver<S> {
     fn reset(&self) {
         GuardedResolver::reset(self)
-    }
-}
-
-fn server_error(name: &Name, code: ResponseCode) -> DnsError {
-    DnsError::Server {
-        name: name.to_string(),
-        code: code.to_string(),
     }
 }
 
@@ -505,6 +580,56 @@ mod tests {
             4,
             "asked again after the reset"
         );
+    }
+
+    /// A server that refuses every query is reported with its code, which a caller can match.
+    #[tokio::test]
+    async fn a_refusing_server_is_reported_by_its_code() {
+        use hickory_proto::op::{Message, MessageType};
+        let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(mut reply) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                reply
+                    .set_message_type(MessageType::Response)
+                    .set_response_code(WireCode::Refused);
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        let r = GuardedResolver::new(SocketFactory::new(Bare), [addr])
+            .unwrap()
+            .with_timeout(Duration::from_secs(5), 1);
+        let e = r.lookup_ip("control.lg.example").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DnsError::Server {
+                    code: ResponseCode::Refused,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().ends_with(": REFUSED"), "{e}");
+    }
+
+    #[test]
+    fn codes_keep_their_numbers() {
+        assert_eq!(ResponseCode::of(WireCode::ServFail), ResponseCode::ServFail);
+        assert_eq!(ResponseCode::of(WireCode::NotImp), ResponseCode::NotImp);
+        assert_eq!(ResponseCode::of(WireCode::FormErr).to_string(), "FORMERR");
+        // Extended codes (EDNS) keep their number.
+        for n in [1u16, 2, 3, 4, 5, 6, 9, 16, 23, 4095] {
+            assert_eq!(
+                ResponseCode::of(<WireCode as From<u16>>::from(n)).value(),
+                n
+            );
+        }
+        assert_eq!(ResponseCode::Other(16).to_string(), "response code 16");
     }
 
     #[tokio::test]

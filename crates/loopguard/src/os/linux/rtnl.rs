@@ -1,15 +1,18 @@
 //! A thin rtnetlink client: one request, every answer, kernel errors named by operation.
+//! Route lookups use its queries; the calls that change rules and routes exist for
+//! [`TunnelRoutes`](super::TunnelRoutes) (feature `linux-routes`) only.
 
 use std::io;
 
 use futures::StreamExt;
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::route::RouteMessage;
-use netlink_packet_route::rule::RuleMessage;
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+#[cfg(feature = "linux-routes")]
+use {
+    netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL},
+    netlink_packet_route::{route::RouteMessage, rule::RuleMessage, AddressFamily},
+};
 
 use super::RoutesError;
 
@@ -62,6 +65,7 @@ impl Rtnl {
         Ok(out)
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Every policy rule of `family`.
     pub(crate) async fn dump_rules(
         &mut self,
@@ -86,6 +90,7 @@ impl Rtnl {
             .collect())
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Every route of `family`, all tables.
     pub(crate) async fn dump_routes(
         &mut self,
@@ -110,6 +115,7 @@ impl Rtnl {
             .collect())
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Adds a rule (duplicates of foreign rules are allowed, so no `NLM_F_EXCL`).
     pub(crate) async fn add_rule(
         &mut self,
@@ -122,6 +128,7 @@ impl Rtnl {
             .map(drop)
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Deletes the rule described by `rule` (as dumped).
     pub(crate) async fn del_rule(
         &mut self,
@@ -137,6 +144,7 @@ impl Rtnl {
         .map(drop)
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Adds a route; `NLM_F_EXCL` so an existing route is never silently replaced.
     pub(crate) async fn add_route(
         &mut self,
@@ -149,6 +157,7 @@ impl Rtnl {
             .map(drop)
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Adds a route beside an existing one of the same prefix and metric (`NLM_F_CREATE`
     /// without `NLM_F_EXCL`; never `NLM_F_REPLACE`, so nothing is replaced): moving a prefix
     /// to another device adds the new route before the old one is deleted, and the table
@@ -164,6 +173,7 @@ impl Rtnl {
             .map(drop)
     }
 
+    #[cfg(feature = "linux-routes")]
     /// Deletes the route described by `route` (as dumped).
     pub(crate) async fn del_route(
         &mut self,
@@ -267,19 +277,20 @@ pub(crate) fn check_device_name(name: &str) -> Result<(), RoutesError> {
 }
 
 /// `IPv4` or `IPv6`, for messages.
-pub(crate) fn family_name(family: AddressFamily) -> &'static str {
+#[cfg(feature = "linux-routes")]
+fn family_name(family: AddressFamily) -> &'static str {
     match family {
         AddressFamily::Inet6 => "IPv6",
         _ => "IPv4",
     }
 }
 
-/// Resolves a device name to its index in the current network namespace.
+/// The index of the device called `name` in the current network namespace.
 pub async fn interface_index(name: &str) -> Result<u32, RoutesError> {
     Rtnl::connect()?.link_index(name).await
 }
 
-/// Resolves a device index to its name in the current network namespace.
+/// The name of the device with index `index` in the current network namespace.
 pub async fn interface_name(index: u32) -> Result<String, RoutesError> {
     Rtnl::connect()?.link_name(index).await
 }

@@ -5,6 +5,16 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// `RTA_*` bits of `rtm_addrs` the crate only reads by position (`<net/route.h>`).
+pub const RTA_GATEWAY: u32 = 0x2;
+pub const RTA_NETMASK: u32 = 0x4;
+pub const RTA_IFA: u32 = 0x20;
+pub const RTA_BRD: u32 = 0x80;
+/// `RTF_DONE`: the kernel completed the request.
+pub const RTF_DONE: u32 = 0x40;
+/// Size of `struct if_msghdr` (16 bytes of fields, then a 96-byte `if_data`).
+pub const IF_MSGHDR_LEN: usize = 112;
+
 pub const AF_INET: u8 = 2;
 pub const AF_LINK: u8 = 18;
 pub const AF_INET6: u8 = 30;
