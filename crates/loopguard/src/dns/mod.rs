@@ -8,11 +8,14 @@
 //! forgotten on every [`reset`](GuardedResolver::reset), which
 //! [`Roaming`](crate::monitor::Roaming) calls on every network change.
 //!
-//! This is a small stub resolver built on hickory-proto's message types rather than
-//! hickory-resolver: hickory-resolver's runtime provider wants poll-based sockets, which
-//! would bypass the factory's send path (the per-datagram source a pinning strategy stamps,
-//! fail-closed `HostUnreachable`). Here every query goes through
-//! [`UdpSocket::send`](crate::UdpSocket::send) and [`SocketFactory::connect`].
+//! This is a small stub resolver built on hickory-proto's message types alone, for clients
+//! that need a few names (a control plane, a relay) and not a full resolver: it adds no
+//! dependency beyond hickory-proto, asks only the names as given (no search domains that
+//! would send them to other servers), and tells a fatal [`Error::Protection`] apart from a
+//! server's answer in its typed [`DnsError`]. Every query goes through
+//! [`UdpSocket::send`](crate::UdpSocket::send) and [`SocketFactory::connect`]. For the whole
+//! of hickory-resolver (DoT, DoH, system configuration, its caching rules) over guarded
+//! sockets, use the `hickory` feature's `integrations::hickory` runtime instead.
 
 mod wire;
 
