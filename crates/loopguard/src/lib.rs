@@ -48,6 +48,12 @@
 //! - [`Error::TunnelGone`]: a pinning strategy's tunnel is not in the host's tables (deleted,
 //!   or restarted under a new identity); dropped the same way until it is found again.
 //!
+//! # A whole Linux client
+//! The TUN device, [`TunnelRoutes`] and its guard, the factory, roaming and the removal of
+//! the rules, in one `tokio::select!` loop and no helper task, are in
+//! `examples/tunnel_client.rs` (feature `linux-routes`; Linux documentation built with it
+//! shows the file at the end of this page).
+//!
 //! # Choosing the strategy per operating system
 //! One factory type serves every OS; only the strategy differs. A client built for several
 //! platforms picks it once, at start-up, for its tunnel device:
@@ -166,6 +172,15 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The whole client, compiled as a doctest where it exists.
+#![cfg_attr(
+    all(target_os = "linux", feature = "linux-routes"),
+    doc = concat!(
+        "\n# The whole client (`examples/tunnel_client.rs`)\n\n```no_run\n",
+        include_str!("../examples/tunnel_client.rs"),
+        "```\n"
+    )
+)]
 
 mod cache;
 mod change;

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::monitor::{Change, ChangeKind};
+use crate::change::{Change, ChangeKind};
 use crate::os::apple::route_events::{
     parse_change, EventError, LinkStates, IFA_MSGHDR_LEN, IFF_RUNNING, IFF_UP, RTF_LLINFO,
     RTF_WASCLONED, RTM_ADD, RTM_CHANGE, RTM_DELADDR, RTM_DELETE, RTM_IFINFO, RTM_NEWADDR,
