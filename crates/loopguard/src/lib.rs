@@ -71,10 +71,13 @@
 //! - [`route`]: the portable route model and the Windows selection rules (pure, tested on
 //!   every OS), with readers for the dumps users paste into bug reports.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod cache;
 mod counters;
 mod error;
 mod factory;
+pub mod integrations;
 pub mod monitor;
 pub mod os;
 mod raw_socket;
