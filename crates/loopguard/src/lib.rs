@@ -158,6 +158,8 @@
 //!   clients (hyper, hyper-util, tower-service).
 //! - `hickory`: `integrations::hickory`, hickory-resolver's runtime over guarded UDP and TCP
 //!   (hickory-resolver).
+//! - `quinn`: `integrations::quinn`, quinn's `AsyncUdpSocket` over a guarded socket (quinn,
+//!   without a crypto provider).
 //!
 // The Linux strategies are named in the portable text above; elsewhere those names lead to
 // the per-OS module.
@@ -181,6 +183,8 @@
         "```\n"
     )
 )]
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod change;

@@ -11,6 +11,9 @@
 //!   clients that take a connected stream.
 //! - feature `hickory`, module `hickory`: a runtime for hickory-resolver, so its stub
 //!   resolver asks its servers over guarded UDP and TCP.
+//! - feature `quinn`, module `quinn`: [`quinn::GuardedQuinnSocket`], a `quinn::AsyncUdpSocket`
+//!   over a guarded [`UdpSocket`](crate::UdpSocket), so QUIC (MASQUE and other QUIC-based
+//!   tunnels) runs outside the tunnel.
 
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
@@ -19,3 +22,7 @@ pub mod hyper;
 #[cfg(feature = "hickory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hickory")))]
 pub mod hickory;
+
+#[cfg(feature = "quinn")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quinn")))]
+pub mod quinn;
