@@ -183,7 +183,6 @@
         "```\n"
     )
 )]
-
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;

@@ -104,7 +104,7 @@ pub enum ConnectError {
         host: String,
     },
     /// The resolver failed.
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}")]
     Resolve {
         /// The host name.
         host: String,
@@ -129,7 +129,7 @@ pub enum ConnectError {
     },
     /// Every address failed. `source` is the error of the most preferred address, or the
     /// fatal one ([`Error::is_fatal`]) that ended the attempts at once.
-    #[error("cannot connect to {host} ({attempts} address(es) failed): {destination}: {source}")]
+    #[error("cannot connect to {host} ({attempts} address(es) failed), {destination}")]
     Connect {
         /// The host, a name or an address.
         host: String,
