@@ -47,6 +47,7 @@ mod client {
         let tun = tun_rs::DeviceBuilder::new()
             .name(tun_name)
             .mtu(1380)
+            .enable(true)
             .build_async()?;
 
         // 2. The rules: everything unmarked goes into the TUN, the guard's mark does not.
