@@ -276,10 +276,45 @@ fn a_device_that_refuses_gso_gets_the_same_batch_unsegmented() {
                 _ => break,
             }
         }
+        // The same through the non-blocking send: the batch goes one by one at once.
+        let quick = factory.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        refuse_gso(&quick);
+        let batch = DatagramOut::new(udp, &payload).with_segment_size(100);
+        let sent = loop {
+            match quick.try_send(&batch) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    quick.writable().await.unwrap()
+                }
+                other => break other,
+            }
+        };
+        sent.expect("try_send: the batch must survive the GSO refusal");
+        let mut quick_seen = std::collections::BTreeSet::new();
+        while quick_seen.len() < 10 {
+            match tokio::time::timeout(WAIT, quick.recv_from(&mut buf)).await {
+                Ok(Ok(meta)) => quick_seen.extend(meta.datagrams(&buf).map(|d| d[0])),
+                _ => break,
+            }
+        }
+        let quick_counters = quick.counters();
+        assert_eq!(
+            quick.max_gso_segments(),
+            1,
+            "GSO still on after try_send's refusal"
+        );
+        assert_eq!(
+            quick_seen.len(),
+            10,
+            "try_send lost datagrams of the refused batch"
+        );
+        assert_eq!(
+            (quick_counters.gso_fallbacks, quick_counters.dropped()),
+            (1, 0)
+        );
         (before, socket.max_gso_segments(), seen.len())
     });
     println!(
-        "{server}: GSO segments before {before}, after the refusal {after}; {echoed}/10 echoed"
+        "{server}: GSO segments before {before}, after the refusal {after}; {echoed}/10 echoed (send and try_send)"
     );
     assert!(
         before > 1,
