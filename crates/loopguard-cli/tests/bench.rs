@@ -30,12 +30,13 @@ const ALWAYS: [&str; 16] = [
 ];
 
 /// Keys measured between network namespaces: numbers as root, null without privileges.
-const PRIVILEGED: [&str; 9] = [
+const PRIVILEGED: [&str; 10] = [
     "udp_send.baseline_pps",
     "udp_send.explicit_src_ratio",
     "udp_send.resolved_src_ratio",
     "udp_send.mark_ratio",
     "udp_send.pin_ratio",
+    "udp_send.try_send_ratio",
     "cold_resolution_us.pin_snapshot_and_select",
     "udp_recv.baseline_pps",
     "udp_recv.loopguard_ratio",

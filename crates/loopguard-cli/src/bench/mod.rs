@@ -275,6 +275,7 @@ fn table(r: &Value) -> String {
         ("(c) loopguard, resolved src", "resolved_src"),
         ("(d) loopguard, mark        ", "mark"),
         ("(e) loopguard, pin strategy", "pin"),
+        ("(f) loopguard, try_send    ", "try_send"),
     ] {
         out.push_str(&format!(
             "  {label}  ratio {} spread {}; per sender CPU-second {} spread {}\n",
