@@ -64,7 +64,9 @@
 //! use loopguard::{SocketFactory, Strategy};
 //!
 //! # #[cfg(target_os = "android")]
-//! # fn host_protector() -> impl loopguard::Protector { |_fd| Ok(()) }
+//! # fn host_protector() -> impl loopguard::Protector {
+//! #     |_fd: std::os::fd::RawFd| -> Result<(), loopguard::ProtectFailure> { Ok(()) }
+//! # }
 //! /// The strategy of this build's OS for the tunnel device `tunnel`.
 //! fn strategy(tunnel: &str) -> Result<Arc<dyn Strategy>, Box<dyn std::error::Error>> {
 //!     // Linux: mark every socket; `TunnelRoutes` installs the rules that send everything
