@@ -66,6 +66,7 @@ use std::task::{ready, Context, Poll};
 use ::quinn::udp as udp05;
 use ::quinn::{AsyncUdpSocket, Endpoint, EndpointConfig, ServerConfig, TokioRuntime, UdpPoller};
 
+use crate::os::send_error::{self, SendFailure};
 use crate::{DatagramOut, EcnCodepoint, Error, RecvMeta, SocketFactory, Strategy, UdpSocket};
 
 /// A guarded [`UdpSocket`] as quinn's [`AsyncUdpSocket`]: every datagram quinn sends goes
@@ -174,7 +175,7 @@ impl AsyncUdpSocket for GuardedQuinnSocket {
     }
 
     fn may_fragment(&self) -> bool {
-        fragmentation::may_fragment(&self.socket)
+        self.socket.may_fragment()
     }
 }
 
@@ -266,98 +267,5 @@ impl<M, F> fmt::Debug for WritablePoller<M, F> {
 
 /// Whether `e` is the kernel refusing a datagram larger than the path allows.
 fn is_message_too_long(e: &Error) -> bool {
-    #[cfg(unix)]
-    const EMSGSIZE: i32 = libc::EMSGSIZE;
-    #[cfg(windows)]
-    const EMSGSIZE: i32 = windows_sys::Win32::Networking::WinSock::WSAEMSGSIZE;
-    matches!(e, Error::Io(e) if e.raw_os_error() == Some(EMSGSIZE))
-}
-
-/// Whether the kernel may fragment the socket's datagrams, read from the socket itself so
-/// [`UdpSocket::set_fragmentation`] is reflected. quinn turns path MTU discovery on only
-/// when this is `false`; where it is uncertain the answer is `true`, which keeps quinn at
-/// its initial MTU, whereas a wrong `false` would let fragmented probes pass for a larger
-/// MTU.
-mod fragmentation {
-    use crate::UdpSocket;
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub(super) fn may_fragment(socket: &UdpSocket) -> bool {
-        use std::os::fd::AsFd;
-        let fd = socket.as_fd();
-        let Ok(local) = socket.local_addr() else {
-            return true;
-        };
-        // Only the modes quinn-udp and loopguard set (`DO`, `PROBE`) are taken as refusing.
-        let v4_refuses = matches!(
-            option(&fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
-            Some(libc::IP_PMTUDISC_DO | libc::IP_PMTUDISC_PROBE)
-        );
-        // The IPv4 option also governs IPv4-mapped peers of a dual-stack socket.
-        let v4_applies = local.is_ipv4() || !socket2::SockRef::from(&fd).only_v6().unwrap_or(false);
-        if v4_applies && !v4_refuses {
-            return true;
-        }
-        // IPv6 needs `IPV6_DONTFRAG` beside the mode to refuse.
-        let v6_refuses = matches!(
-            option(&fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
-            Some(libc::IPV6_PMTUDISC_DO | libc::IPV6_PMTUDISC_PROBE)
-        ) && option(&fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG) == Some(1);
-        local.is_ipv6() && !v6_refuses
-    }
-
-    /// quinn-udp sets `IP_DONTFRAG` (IPv4) or `IPV6_DONTFRAG` (IPv6) and judges by the same
-    /// option; loopguard does not change them here.
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    pub(super) fn may_fragment(socket: &UdpSocket) -> bool {
-        use std::os::fd::AsFd;
-        let fd = socket.as_fd();
-        match socket.local_addr() {
-            Ok(a) if a.is_ipv4() => option(&fd, libc::IPPROTO_IP, libc::IP_DONTFRAG) != Some(1),
-            Ok(_) => option(&fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG) != Some(1),
-            Err(_) => true,
-        }
-    }
-
-    /// quinn-udp sets `IP_DONTFRAGMENT` / `IPV6_DONTFRAG` on every Windows socket or fails
-    /// to make it, and loopguard offers no way to clear them.
-    #[cfg(windows)]
-    pub(super) fn may_fragment(_socket: &UdpSocket) -> bool {
-        false
-    }
-
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        windows
-    )))]
-    pub(super) fn may_fragment(_socket: &UdpSocket) -> bool {
-        true
-    }
-
-    /// An integer socket option, or `None` when the kernel does not have it.
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios"
-    ))]
-    fn option(fd: &std::os::fd::BorrowedFd<'_>, level: i32, name: i32) -> Option<i32> {
-        use std::os::fd::AsRawFd;
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value` and `len` live across the call, and `len` is `value`'s size.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                level,
-                name,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then_some(value)
-    }
+    matches!(e, Error::Io(e) if send_error::classify(e) == SendFailure::TooLarge)
 }

@@ -15,6 +15,9 @@ pub(crate) enum SendFailure {
     /// The source address is no longer ours (`EADDRNOTAVAIL`, or `EINVAL` after an IPv6
     /// temporary address rotated away).
     SourceGone,
+    /// The datagram is larger than the path allows (`EMSGSIZE`): how a path MTU probe
+    /// learns the limit; not retried.
+    TooLarge,
     /// Anything else.
     Other,
 }
@@ -100,6 +103,7 @@ fn platform(code: i32) -> SendFailure {
         libc::ENETUNREACH | libc::EHOSTUNREACH => SendFailure::Unreachable,
         libc::EIO | libc::EINVAL => SendFailure::MaybeGsoRefused,
         libc::EADDRNOTAVAIL => SendFailure::SourceGone,
+        libc::EMSGSIZE => SendFailure::TooLarge,
         _ => SendFailure::Other,
     }
 }
@@ -112,6 +116,7 @@ fn platform(code: i32) -> SendFailure {
         ws::WSAENETUNREACH | ws::WSAEHOSTUNREACH => SendFailure::Unreachable,
         ws::WSAEINVAL => SendFailure::MaybeGsoRefused,
         ws::WSAEADDRNOTAVAIL => SendFailure::SourceGone,
+        ws::WSAEMSGSIZE => SendFailure::TooLarge,
         _ => SendFailure::Other,
     }
 }
@@ -128,6 +133,7 @@ mod tests {
         assert_eq!(classify(&e(libc::EHOSTUNREACH)), SendFailure::Unreachable);
         assert_eq!(classify(&e(libc::EIO)), SendFailure::MaybeGsoRefused);
         assert_eq!(classify(&e(libc::EADDRNOTAVAIL)), SendFailure::SourceGone);
+        assert_eq!(classify(&e(libc::EMSGSIZE)), SendFailure::TooLarge);
         assert_eq!(classify(&e(libc::EPERM)), SendFailure::Other);
         assert_eq!(classify(&io::Error::other("no code")), SendFailure::Other);
         let einval = e(libc::EINVAL);

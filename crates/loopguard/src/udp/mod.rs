@@ -154,6 +154,8 @@ pub struct UdpSocket {
     gso_refused: AtomicBool,
     /// Receive coalescing, off unless the caller asked ([`UdpSocket::set_gro`]).
     gro: AtomicBool,
+    /// Set while the caller allowed fragmentation ([`UdpSocket::set_fragmentation`]).
+    fragmentation: AtomicBool,
     guard: Arc<dyn Guard>,
     counters: Arc<SocketCounters>,
     /// The last destination whose re-resolution found the same path again, and when: its
@@ -195,6 +197,7 @@ impl UdpSocket {
             caps,
             gso_refused: AtomicBool::new(false),
             gro: AtomicBool::new(false),
+            fragmentation: AtomicBool::new(false),
             guard,
             counters,
             futile_re_resolution: Mutex::new(None),
@@ -247,7 +250,16 @@ impl UdpSocket {
     /// OpenVPN set up that way) need fragmentation. Linux and Android; elsewhere an
     /// `Unsupported` error.
     pub fn set_fragmentation(&self, allow: bool) -> Result<(), Error> {
-        Ok(udp_options::set_fragmentation(&self.io, allow)?)
+        udp_options::set_fragmentation(&self.io, allow)?;
+        self.fragmentation.store(allow, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the IP layer may fragment this socket's datagrams: after
+    /// [`set_fragmentation(true)`](Self::set_fragmentation), or where quinn-udp could not set
+    /// don't-fragment when it made the socket.
+    pub fn may_fragment(&self) -> bool {
+        self.fragmentation.load(Ordering::Relaxed) || self.state.may_fragment()
     }
 
     /// What this socket did so far. [`SocketFactory::counters`](crate::SocketFactory::counters)
